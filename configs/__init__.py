@@ -1,0 +1,1 @@
+"""Config files for `python -m rs.main --config=configs/NAME.py`; see base.py."""

@@ -1,0 +1,76 @@
+"""The paper's ResNet-RS training recipe: the base every configs/*.py file starts from.
+
+Values follow the released official configs (tensorflow/tpu resnet_rs/configs/*.yaml) and
+resnet_main.py; where the paper and that code disagree, the code wins and the paper's choice
+is an option (see docs/design.md and the facts sheet, section 7).
+
+Alone it trains ResNet-RS-50 at 160px on ImageNet (the rs50_i160 settings):
+  python -m rs.main --config=configs/base.py --workdir=gs://BUCKET/rs50
+"""
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'resnetrs50'  # any name in rs.models.MODELS
+  c.model.dropout_rate = 0.25
+  c.model.stochastic_depth_rate = 0.0  # top rate r; stages C2..C5 get 0.4r/0.6r/0.8r/1.0r
+  c.model.bn_momentum = 0.0  # official: BN keeps the latest batch's statistics, EMA averages
+  c.model.bn_epsilon = 1e-5
+  # Architecture overrides; None keeps the registered model's value.
+  c.model.width_multiplier = placeholder(float)
+  c.model.stage_sizes = placeholder(tuple)  # e.g. (3, 4, 6, 3)
+  c.model.se_ratio = placeholder(float)  # 0 turns Squeeze-Excite off
+  c.model.stem = placeholder(str)  # 'deep' (ResNet-D) or 'classic' (7x7)
+  c.model.stem_pool = placeholder(str)  # 'conv' (official), 'max', 'none' (paper text)
+  c.model.resnetd_shortcut = placeholder(bool)
+  c.model.zero_init_last_bn = placeholder(bool)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'imagenet2012'  # a tfds name
+  c.data.data_dir = placeholder(str)  # tfds data_dir (local or gs://); None: tfds default
+  c.data.manual_dir = placeholder(str)  # where manually downloaded source files lie
+  c.data.image_size = 160
+  c.data.train_split = 'train'
+  c.data.eval_split = 'validation'
+  c.data.mean = IMAGENET_MEAN  # per channel, on the 0..255 scale
+  c.data.std = IMAGENET_STD
+  c.data.augment = 'inception_crop'  # train: 'inception_crop' (+ flip) or 'pad_crop' (+ flip)
+  c.data.crop_padding = 4  # 'pad_crop': the largest shift, in pixels
+  c.data.randaugment_layers = 2  # N; 0 turns RandAugment off
+  c.data.randaugment_magnitude = 10  # M
+  c.data.shuffle_buffer = 16 * 1024
+  c.data.prefetch_batches = 2  # batches the host prepares ahead of the device
+
+  c.batch_size = 4096  # global, over all devices and hosts
+  c.eval_batch_size = 1024
+  # Durations: set exactly one of *_epochs / *_steps (steps win when set).
+  c.train_epochs = 350.0  # 350 x 1,281,167 / 4096 = 109,475 steps, as the official configs
+  c.train_steps = placeholder(int)
+  c.warmup_epochs = 5.0
+  c.warmup_steps = placeholder(int)
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.base_learning_rate = 0.1  # peak LR = base x batch_size / 256
+  c.optimizer.schedule = 'cosine'  # 'cosine' (paper, TF2) or 'step' (released TF1 code)
+  c.optimizer.momentum = 0.9
+  c.optimizer.nesterov = True  # TF1: MomentumOptimizer(use_nesterov=True); TF2: False
+  c.optimizer.weight_decay = 4e-5  # L2 on every parameter but BatchNorm's (TF1 semantics)
+  c.label_smoothing = 0.1
+  c.ema_decay = 0.9999  # effective decay min(d, (1+t)/(10+t)); 0 disables the EMA
+
+  c.dtype = 'bfloat16'  # compute dtype; parameters, BN statistics and loss stay float32
+
+  c.log_every_steps = 100
+  c.eval_every_epochs = 10.0
+  c.eval_every_steps = placeholder(int)
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  return c

@@ -1,0 +1,17 @@
+"""ResNet-RS-152 at 224px on ImageNet, the official resnetrs152_i224 recipe.
+
+Official top-1: 82.2 (tensorflow/tpu README); the released checkpoint re-evaluated:
+82.9 / 96.2 top-1 / top-5. 350 epochs at batch 4096 (109,475 steps), bfloat16.
+Time: not yet measured by rs on a TPU; see docs/performance.md.
+
+  python -m rs.main --config=configs/rs152_i224.py --workdir=gs://BUCKET/rs152_i224
+"""
+from configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.model.name = 'resnetrs152'
+  c.data.image_size = 224
+  c.data.randaugment_magnitude = 15
+  return c

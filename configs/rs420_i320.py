@@ -1,0 +1,19 @@
+"""ResNet-RS-420 at 320px on ImageNet, the official resnetrs420_i320 recipe.
+
+Official top-1: 84.4 (tensorflow/tpu README); the released checkpoint re-evaluated:
+84.4 / 96.8 top-1 / top-5. 350 epochs at batch 4096 (109,475 steps), bfloat16.
+Time: not yet measured by rs on a TPU; see docs/performance.md.
+
+  python -m rs.main --config=configs/rs420_i320.py --workdir=gs://BUCKET/rs420_i320
+"""
+from configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.model.name = 'resnetrs420'
+  c.data.image_size = 320
+  c.model.dropout_rate = 0.4
+  c.model.stochastic_depth_rate = 0.1
+  c.data.randaugment_magnitude = 15
+  return c

@@ -1,0 +1,1 @@
+"""rs: ResNet-RS (Bello et al., 2021) in JAX."""

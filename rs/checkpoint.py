@@ -1,0 +1,67 @@
+"""The one place that talks to orbax: periodic async saves, keep-last-N, exact restore."""
+import logging
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+
+class Checkpointer:
+  """Saves the whole TrainState under `directory/<step>/state` every `every_steps` steps.
+
+  Saves are asynchronous (the step loop goes on while arrays are written) and atomic (orbax
+  writes to a temporary directory and renames it when complete), so a crash mid-save leaves
+  the previous checkpoint intact. Preemption notices also trigger a save (orbax's policy).
+  """
+
+  def __init__(self, directory: str, every_steps: int, keep: int):
+    if every_steps < 1 or keep < 1:
+      raise ValueError(f'checkpoint_every_steps={every_steps} and keep_checkpoints={keep} must '
+                       'both be >= 1')
+    options = ocp.CheckpointManagerOptions(
+        save_decision_policy=policies.AnySavePolicy([
+            policies.FixedIntervalPolicy(every_steps),
+            # A custom decision policy drops orbax's default preemption save: add it back.
+            policies.PreemptionCheckpointingPolicy(),
+        ]),
+        preservation_policy=policies.LatestN(keep),
+        enable_async_checkpointing=True)
+    self._manager = ocp.CheckpointManager(directory, options=options, item_names=('state',))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def maybe_save(self, step: int, state, force: bool = False) -> bool:
+    """Starts an async save if the policy says so (or `force`); True if one started."""
+    saved = self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                               force=force)
+    if saved:
+      logging.info('Saving checkpoint at step %d (asynchronously).', step)
+    return saved
+
+  def restore(self, abstract_state=None, step: int | None = None):
+    """The state at `step` (default: latest), placed as `abstract_state`'s shardings say.
+
+    `abstract_state` is a pytree of jax.ShapeDtypeStruct with shardings, so a checkpoint
+    written on one topology restores onto another. Without it, the saved tree comes back as
+    nested dicts of arrays (e.g. to inspect a checkpoint in a notebook).
+    """
+    step = self.latest_step() if step is None else step
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+    return restored['state']
+
+  def reached_preemption(self, step: int) -> bool:
+    return self._manager.reached_preemption(step)
+
+  def wait(self):
+    self._manager.wait_until_finished()
+
+  def close(self):
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def abstract_like(tree, sharding):
+  """ShapeDtypeStructs of `tree`, each with `sharding`: the target for `restore`."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)

@@ -1,0 +1,1 @@
+"""Input: dataset sources, preprocessing and deterministic batching (no model code here)."""

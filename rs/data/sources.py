@@ -1,0 +1,116 @@
+"""Where examples come from: datasets as in-memory arrays (small) with their official splits.
+
+Fashion-MNIST is read through tfds when tfds can prepare it (network, or already prepared in
+`data_dir`); with no network, from the four original IDX files, e.g. Debian's package
+`dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist) - the same files tfds downloads.
+"""
+import dataclasses
+import gzip
+import logging
+import os
+import re
+
+import numpy as np
+
+DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
+FASHION_MNIST_FILES = {
+    'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
+    'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySplit:
+  """One split held in memory: uint8 images (N, H, W, C) and int32 labels (N,)."""
+  images: np.ndarray
+  labels: np.ndarray
+  num_classes: int
+
+  def __len__(self):
+    return len(self.labels)
+
+
+def read_idx(path: str) -> np.ndarray:
+  """An IDX file (the MNIST format, optionally gzipped) as a numpy array."""
+  opener = gzip.open if path.endswith('.gz') else open
+  with opener(path, 'rb') as f:
+    data = f.read()
+  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+    raise ValueError(f'{path} is not an unsigned-byte IDX file; re-download it')
+  ndim = data[3]
+  shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
+  array = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+  if array.size != int(np.prod(shape)):
+    raise ValueError(f'{path} holds {array.size} values, its header says {shape}: the file is '
+                     'truncated; re-download it')
+  return array.reshape(shape)
+
+
+def _fashion_mnist_from_idx(directory: str, split: str) -> ArraySplit:
+  images_file, labels_file = FASHION_MNIST_FILES[split]
+  images = read_idx(os.path.join(directory, images_file))
+  labels = read_idx(os.path.join(directory, labels_file)).astype(np.int32)
+  return ArraySplit(images[..., None], labels, num_classes=10)
+
+
+def _find_idx_dir(manual_dir: str | None) -> str | None:
+  for d in (manual_dir, DEBIAN_FASHION_MNIST):
+    if d and all(os.path.exists(os.path.join(d, f)) for pair in FASHION_MNIST_FILES.values()
+                 for f in pair):
+      return d
+  return None
+
+
+def _load_tfds(name: str, split: str, data_dir: str | None) -> ArraySplit:
+  import tensorflow_datasets as tfds
+  builder = tfds.builder(name, data_dir=data_dir)
+  builder.download_and_prepare()
+  arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+  images = arrays['image']
+  return ArraySplit(images if images.ndim == 4 else images[..., None],
+                    arrays['label'].astype(np.int32),
+                    num_classes=builder.info.features['label'].num_classes)
+
+
+def _slice(split: str) -> tuple[str, slice]:
+  """'test[:500]' -> ('test', slice(None, 500)); 'test' -> ('test', slice(None))."""
+  match = re.fullmatch(r'(\w+)(?:\[(-?\d*):(-?\d*)\])?', split)
+  if not match:
+    raise ValueError(f"split {split!r}: use a name with an optional [start:stop], e.g. 'test[:500]'")
+  name, start, stop = match.groups()
+  return name, slice(int(start) if start else None, int(stop) if stop else None)
+
+
+def load_array_split(name: str, split: str, data_dir: str | None = None,
+                     manual_dir: str | None = None) -> ArraySplit:
+  """`split` of the small dataset `name`, in memory; `split` may carry a [start:stop] slice."""
+  if name != 'fashion_mnist':
+    return _load_tfds(name, split, data_dir)
+  split, rows = _slice(split)
+  full = _load_fashion_mnist(split, data_dir, manual_dir)
+  return dataclasses.replace(full, images=full.images[rows], labels=full.labels[rows])
+
+
+def _load_fashion_mnist(split: str, data_dir: str | None, manual_dir: str | None) -> ArraySplit:
+  name = 'fashion_mnist'
+  if split not in FASHION_MNIST_FILES:
+    raise ValueError(f"fashion_mnist has splits 'train' and 'test', not {split!r}")
+  try:
+    import tensorflow_datasets as tfds
+    if tfds.builder(name, data_dir=data_dir).is_prepared():
+      return _load_tfds(name, split, data_dir)
+  except Exception as e:  # tfds missing or its data_dir unreadable: fall through to the files
+    logging.info('tfds cannot read prepared fashion_mnist (%s); looking for IDX files.', e)
+  directory = _find_idx_dir(manual_dir)
+  if directory is not None:
+    logging.info('Reading fashion_mnist %s from the IDX files in %s.', split, directory)
+    return _fashion_mnist_from_idx(directory, split)
+  try:
+    return _load_tfds(name, split, data_dir)
+  except Exception as e:
+    raise FileNotFoundError(
+        f'fashion_mnist not found: no prepared tfds copy in {data_dir or "the tfds default dir"},'
+        f' no IDX files in {manual_dir or "(data.manual_dir unset)"} or {DEBIAN_FASHION_MNIST},'
+        f' and tfds could not download it ({type(e).__name__}). Fix: `apt-get install '
+        'dataset-fashion-mnist`, or set --config.data.manual_dir to a folder with the four '
+        'original .gz files.') from None

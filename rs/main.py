@@ -1,0 +1,46 @@
+"""Train ResNet-RS: `python -m rs.main --config=configs/NAME.py --workdir=DIR_OR_GCS`.
+
+Flags only; the work is in rs.train, which a notebook can import too. Run the same command
+again with the same workdir to resume from its latest checkpoint.
+"""
+import logging
+import os
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard logs and config.json go.')
+flags.DEFINE_bool('distributed', None, 'Call jax.distributed.initialize() first (multi-host). '
+                  'Default: yes on Cloud TPU VMs.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def on_cloud_tpu_vm() -> bool:
+  """TPU chips show up as /dev/accel* (v2-v4) or /dev/vfio (v5 and later)."""
+  return os.path.exists('/dev/accel0') or os.path.exists('/dev/vfio')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from rs import metrics, train
+  metrics.quiet_library_logs()
+  # TensorFlow only feeds data here: keep it off any accelerator JAX wants.
+  import tensorflow as tf
+  tf.config.set_visible_devices([], 'GPU')
+  distributed = flags.FLAGS.distributed
+  if distributed is None:
+    distributed = on_cloud_tpu_vm()
+  if distributed and not jax.distributed.is_initialized():
+    # Before any JAX computation. Multi-host pods need it; orbax's preemption notices too.
+    jax.distributed.initialize()
+  logging.info('JAX %s on %s: %d devices, %d hosts.', jax.__version__, jax.default_backend(),
+               jax.device_count(), jax.process_count())
+  train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,41 @@
+"""One registry of model names; every variant is created by `create_model(name, **overrides)`.
+
+Block layouts per stage (C2..C5). 50-420 are the official ones (tensorflow/tpu resnet_model.py).
+The scaling study's depths 26, 300 and 400 are in the paper's appendix table, which no public
+code or config reproduces, so rs chooses them by a stated rule:
+  26:  (2, 2, 2, 2), the standard ResNet-26; 3*8 + 2 = 26 exactly.
+  300: (4, 32, 59, 4), linear interpolation of C3 and C4 between RS-270 (4, 29, 53, 4) and
+       RS-350 (4, 36, 72, 4) at (300-270)/(350-270), C2/C5 kept at 4 as in every RS >= 270;
+       3*99 + 2 = 299.
+  400: (4, 42, 83, 4), the same rule between RS-350 and RS-420 (4, 44, 87, 4); 3*133 + 2 = 401.
+Any other layout is `create_model('resnetrs50', stage_sizes=(...))`.
+"""
+from rs.models.resnet import ResNet
+
+STAGE_SIZES = {
+    26: (2, 2, 2, 2),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+    200: (3, 24, 36, 3),
+    270: (4, 29, 53, 4),
+    300: (4, 32, 59, 4),
+    350: (4, 36, 72, 4),
+    400: (4, 42, 83, 4),
+    420: (4, 44, 87, 4),
+}
+
+# A plain ResNet v1.5 (the paper's baseline): every ResNet-RS switch off.
+VANILLA = dict(stem='classic', stem_pool='max', se_ratio=0.0, resnetd_shortcut=False)
+
+MODELS = {
+    **{f'resnetrs{d}': dict(stage_sizes=s) for d, s in STAGE_SIZES.items()},
+    **{f'resnet{d}': dict(stage_sizes=s, **VANILLA) for d, s in STAGE_SIZES.items()},
+}
+
+
+def create_model(name: str, **overrides) -> ResNet:
+  """The registered network `name`, with any ResNet field overridden (width, dtype, ...)."""
+  if name not in MODELS:
+    raise ValueError(f'Unknown model {name!r}; registered: {", ".join(sorted(MODELS))}')
+  return ResNet(**{**MODELS[name], **overrides})

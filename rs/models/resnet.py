@@ -1,0 +1,96 @@
+"""The ResNet(-RS) network: a stem, four stages of bottlenecks, a pooled linear head.
+
+Every ResNet-RS change to a plain ResNet is a switch, so the paper's baselines and ablations
+are the same code: `stem='classic', stem_pool='max', se_ratio=0, resnetd_shortcut=False` is
+a vanilla ResNet v1.5.
+"""
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from rs.models import layers
+
+STEM_TYPES = ('deep', 'classic')
+STEM_POOLS = ('conv', 'max', 'none')
+
+
+def scaled(channels: int, width_multiplier: float) -> int:
+  """Channels after the width multiplier, never below 1."""
+  return max(1, int(round(channels * width_multiplier)))
+
+
+class ResNet(nn.Module):
+  """ResNet-RS (defaults) or any ResNet in between, for any depth, width and resolution."""
+  stage_sizes: Sequence[int]
+  num_classes: int = 1000
+  width_multiplier: float = 1.0
+  # 'deep' (ResNet-D): three 3x3 convs 32/32/64, the first with stride 2.
+  # 'classic': one 7x7/2 conv with 64 channels.
+  stem: str = 'deep'
+  # What downsamples after the stem convs: 'conv' (official RS: a 3x3/2 conv, 64 channels),
+  # 'max' (3x3/2 max-pool, classic ResNet), 'none' (the paper text's description of ResNet-D).
+  stem_pool: str = 'conv'
+  se_ratio: float = 0.25
+  resnetd_shortcut: bool = True
+  zero_init_last_bn: bool = True
+  stochastic_depth_rate: float = 0.0
+  dropout_rate: float = 0.25
+  bn_momentum: float = 0.0
+  bn_epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+  # Pad with jnp.pad before VALID convs (TF1's form) instead of padding inside the conv. Same
+  # numbers; rs.summary uses it so XLA counts padded taps, the paper's FLOP convention.
+  explicit_padding: bool = False
+
+  def __post_init__(self):
+    if self.stem not in STEM_TYPES:
+      raise ValueError(f'model.stem={self.stem!r}: use one of {STEM_TYPES}')
+    if self.stem_pool not in STEM_POOLS:
+      raise ValueError(f'model.stem_pool={self.stem_pool!r}: use one of {STEM_POOLS}')
+    if len(self.stage_sizes) != 4 or min(self.stage_sizes) < 1:
+      raise ValueError(f'stage_sizes={tuple(self.stage_sizes)}: give four block counts >= 1')
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    """Logits (in `dtype`) for images `x` of shape (batch, height, width, channels)."""
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             kernel_init=layers.conv_kernel_init)
+    # Flax, like TF, keeps `momentum` of the old statistics: the official momentum 0 stores
+    # the latest batch's statistics, and the EMA of the state averages them for evaluation.
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+                             momentum=self.bn_momentum, epsilon=self.bn_epsilon, use_fast_variance=False,
+                             dtype=self.dtype)
+    conv_bn = functools.partial(layers.ConvBN, conv=conv, norm=norm,
+                                explicit_padding=self.explicit_padding)
+    w = functools.partial(scaled, width_multiplier=self.width_multiplier)
+    x = x.astype(self.dtype)
+
+    if self.stem == 'deep':
+      x = conv_bn(w(32), 3, strides=2, name='stem1')(x)
+      x = conv_bn(w(32), 3, name='stem2')(x)
+      x = conv_bn(w(64), 3, name='stem3')(x)
+    else:
+      x = conv_bn(w(64), 7, strides=2, name='stem1')(x)
+    if self.stem_pool == 'conv':
+      x = conv_bn(w(64), 3, strides=2, name='stem_pool')(x)
+    elif self.stem_pool == 'max':
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+
+    for i, num_blocks in enumerate(self.stage_sizes):
+      # Official rule: a constant rate per stage, stage_no/5 of the top rate, C2..C5 = 2..5.
+      drop_rate = self.stochastic_depth_rate * (i + 2) / 5
+      for j in range(num_blocks):
+        x = layers.Bottleneck(
+            w(64 * 2**i), conv_bn, strides=2 if i > 0 and j == 0 else 1,
+            projection=j == 0, se_ratio=self.se_ratio,
+            resnetd_shortcut=self.resnetd_shortcut, zero_init_last_bn=self.zero_init_last_bn,
+            drop_rate=drop_rate, deterministic=not train, dtype=self.dtype,
+            name=f'stage{i + 1}_block{j + 1}')(x)
+
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=layers.dense_kernel_init,
+                    name='head')(x)

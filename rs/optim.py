@@ -1,0 +1,70 @@
+"""The optimizer: SGD with momentum, warmup + cosine (or the TF1 step) schedule, L2 decay."""
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def peak_learning_rate(base_learning_rate: float, batch_size: int) -> float:
+  """The linear scaling rule of the official code: base x batch / 256 (0.1 x 4096/256 = 1.6)."""
+  return base_learning_rate * batch_size / 256
+
+
+def learning_rate_schedule(opt_config, batch_size: int, warmup_steps: int, total_steps: int,
+                           steps_per_epoch: float) -> optax.Schedule:
+  """Linear warmup from 0, then 'cosine' decay to 0 (paper, TF2) or 'step' (released TF1).
+
+  'step' is TF1's 90-epoch schedule stretched to the run: x0.1 at 1/3, 2/3 and 8/9 of the
+  run (epochs ~116/233/311 of 350); its warmup is whatever the config asks for.
+  """
+  peak = peak_learning_rate(opt_config.base_learning_rate, batch_size)
+  warmup = optax.linear_schedule(0.0, peak, max(warmup_steps, 1))
+  decay_steps = max(total_steps - warmup_steps, 1)
+  if opt_config.schedule == 'cosine':
+    decay = optax.cosine_decay_schedule(peak, decay_steps)
+  elif opt_config.schedule == 'step':
+    boundaries = [round(f * total_steps) - warmup_steps for f in (30 / 90, 60 / 90, 80 / 90)]
+    decay = optax.piecewise_constant_schedule(
+        peak, {b: 0.1 for b in boundaries if b > 0})
+  else:
+    raise ValueError(f"optimizer.schedule={opt_config.schedule!r}: use 'cosine' or 'step'")
+  return optax.join_schedules([warmup, decay], [warmup_steps])
+
+
+def is_batch_norm(path) -> bool:
+  """BatchNorm parameters live in modules named 'bn' (see rs.models.layers.ConvBN)."""
+  return any(getattr(k, 'key', None) == 'bn' for k in path)
+
+
+def weight_decay_mask(params):
+  """True for every parameter the official L2 covers: all but BatchNorm's gamma and beta.
+
+  TF1 sums tf.nn.l2_loss over variables whose name lacks 'batch_normalization', so conv
+  kernels, SE kernels and biases, and the classifier's kernel and bias are all decayed.
+  """
+  return jax.tree_util.tree_map_with_path(lambda p, _: not is_batch_norm(p), params)
+
+
+def l2_loss(params) -> jax.Array:
+  """0.5 x sum of squares over the decayed parameters (tf.nn.l2_loss semantics)."""
+  leaves = jax.tree.leaves(jax.tree.map(
+      lambda x, m: 0.5 * jnp.sum(jnp.square(x)) if m else jnp.zeros(()), params,
+      weight_decay_mask(params)))
+  return sum(leaves)
+
+
+def create_optimizer(opt_config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """L2 decay then momentum SGD: wd x param joins the gradient before the momentum buffer,
+  which is what adding wd x l2_loss to the TF1 loss does."""
+  return optax.chain(
+      optax.add_decayed_weights(opt_config.weight_decay, mask=weight_decay_mask),
+      optax.sgd(schedule, momentum=opt_config.momentum, nesterov=opt_config.nesterov))
+
+
+def steps_for(config, name: str, steps_per_epoch: float) -> int:
+  """A duration given as `{name}_steps` or `{name}_epochs` in the config, in steps."""
+  steps = config.get(f'{name}_steps')
+  if steps is not None:
+    return int(steps)
+  return math.ceil(config.get(f'{name}_epochs') * steps_per_epoch)

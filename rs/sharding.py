@@ -1,0 +1,39 @@
+"""The device mesh and the shardings of the state and of batches (data parallel)."""
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+
+def create_mesh(devices=None) -> Mesh:
+  """A 1-D ('data',) mesh over `devices` (default: all, every host), GSPMD propagation."""
+  if devices is None:
+    return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(AxisType.Auto,))
+  return Mesh(np.asarray(devices), ('data',), axis_types=(AxisType.Auto,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over 'data'."""
+  return NamedSharding(mesh, P('data'))
+
+
+def check_batch_size(name: str, batch_size: int, mesh: Mesh) -> None:
+  """The global batch must split evenly over devices (and hence hosts)."""
+  n = mesh.devices.size
+  if batch_size % n:
+    raise ValueError(f'{name}={batch_size} does not divide over {n} devices: set '
+                     f'--config.{name} to a multiple of {n}')
+
+
+def local_batch_size(batch_size: int) -> int:
+  """This host's share of a global batch."""
+  return batch_size // jax.process_count()
+
+
+def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Host-local numpy arrays (this host's rows) -> one global array per key."""
+  sharding = batch_sharded(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}

@@ -1,0 +1,121 @@
+"""The ResNet-RS trainer, top to bottom: mesh, input, model, state, steps, restore, loop, eval.
+
+Importable from a notebook: `train_and_evaluate(config, workdir)` runs (or resumes) a run and
+returns the final evaluation.
+"""
+import functools
+import logging
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from rs import checkpoint, metrics, optim, sharding, step as step_lib
+from rs.data import pipeline as pipeline_lib
+from rs.models import create_model
+from rs.state import create_state
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+  """The config's network: the registered model with the config's overrides."""
+  if config.dtype not in DTYPES:
+    raise ValueError(f'dtype={config.dtype!r}: use one of {sorted(DTYPES)}')
+  overrides = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
+  if 'stage_sizes' in overrides:
+    overrides['stage_sizes'] = tuple(overrides['stage_sizes'])
+  return create_model(config.model.name, num_classes=num_classes,
+                      dtype=DTYPES[config.dtype], **overrides)
+
+
+def evaluate(eval_fn, state, pipeline, mesh) -> dict[str, float]:
+  """top-1/top-5/loss of the raw and EMA weights over the whole eval split, exactly."""
+  totals = None
+  for batch in pipeline.eval_iter():
+    sums = eval_fn(state, sharding.to_global(batch, mesh))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = totals.pop('count')
+  return {k: float(v / count) for k, v in totals.items()} | {'num_examples': int(count)}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
+  """Trains (resuming from workdir's latest checkpoint if any); returns the final eval.
+
+  `mesh` defaults to every device of every host on one data-parallel axis.
+  """
+  mesh = mesh or sharding.create_mesh()
+  sharding.check_batch_size('batch_size', config.batch_size, mesh)
+  sharding.check_batch_size('eval_batch_size', config.eval_batch_size, mesh)
+  metrics.write_config(workdir, config)
+  writer = metrics.create_writer(workdir)
+
+  # Input.
+  pipeline = pipeline_lib.create_pipeline(config)
+  steps_per_epoch = pipeline.steps_per_epoch
+  total_steps = optim.steps_for(config, 'train', steps_per_epoch)
+  warmup_steps = optim.steps_for(config, 'warmup', steps_per_epoch)
+  eval_every = optim.steps_for(config, 'eval_every', steps_per_epoch)
+  logging.info('%d devices, %d hosts; %.1f steps per epoch; %d steps in all.',
+               jax.device_count(), jax.process_count(), steps_per_epoch, total_steps)
+
+  # Model, optimizer, state: created directly with its (replicated) sharding.
+  model = build_model(config, pipeline.num_classes)
+  schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size, warmup_steps,
+                                          total_steps, steps_per_epoch)
+  tx = optim.create_optimizer(config.optimizer, schedule)
+  init = functools.partial(create_state, model=model, tx=tx, image_shape=pipeline.image_shape)
+  state_sharding = sharding.replicated(mesh)
+  rng = jax.random.key(config.seed)
+
+  ckpt = checkpoint.Checkpointer(f'{workdir}/checkpoints', config.checkpoint_every_steps,
+                                 config.keep_checkpoints)
+  if ckpt.latest_step() is not None:
+    abstract = checkpoint.abstract_like(jax.eval_shape(init, rng), state_sharding)
+    state = ckpt.restore(abstract)
+    logging.info('Resumed from the checkpoint at step %d.', int(state.step))
+  else:
+    state = jax.jit(init, out_shardings=state_sharding)(rng)
+
+  # Steps: one compiled program each, the state donated so its buffers are reused in place.
+  batch_sharding = sharding.batch_sharded(mesh)
+  train_fn = jax.jit(
+      functools.partial(step_lib.train_step, model=model, tx=tx, schedule=schedule, config=config),
+      in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, state_sharding),
+      donate_argnums=(0,))
+  eval_fn = jax.jit(functools.partial(step_lib.eval_step, model=model, config=config),
+                    in_shardings=(state_sharding, batch_sharding), out_shardings=state_sharding)
+
+  # Loop.
+  start_step = int(state.step)
+  throughput = metrics.Throughput(total_steps, config.batch_size, start_step, writer)
+  train_metrics, result = [], {}
+  batches = pipeline.train_iter(start_step)
+  for step in range(start_step + 1, total_steps + 1):
+    with jax.profiler.StepTraceAnnotation('train', step_num=step):
+      state, step_metrics = train_fn(state, sharding.to_global(next(batches), mesh))
+    train_metrics.append(step_metrics)
+    throughput.report(step)
+    if step % config.log_every_steps == 0 or step == total_steps:
+      summary = metrics.mean_of(train_metrics) | throughput(step)
+      summary['epoch'] = step / steps_per_epoch
+      writer.write_scalars(step, {f'train/{k}': v for k, v in summary.items()})
+      metrics.log_line('train', step, summary)
+      train_metrics = []
+    if step % eval_every == 0 or step == total_steps:
+      start = time.monotonic()
+      with throughput.report.timed('eval'):
+        result = evaluate(eval_fn, state, pipeline, mesh)
+      throughput.paused(time.monotonic() - start)
+      writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
+      metrics.log_line('eval', step, result)
+    ckpt.maybe_save(step, state, force=step == total_steps)
+    if ckpt.reached_preemption(step):
+      logging.warning('Preemption notice at step %d: checkpoint saved, stopping.', step)
+      break
+  writer.flush()
+  ckpt.close()
+  return result

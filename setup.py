@@ -1,0 +1,21 @@
+"""rs: ResNet-RS (Bello et al., 2021) in JAX/Flax. `pip install -e '.[test]'`."""
+import pathlib
+
+from setuptools import find_packages, setup
+
+here = pathlib.Path(__file__).parent
+requirements = [line.split('#')[0].strip()
+                for line in (here / 'requirements.txt').read_text().splitlines()]
+
+setup(
+    name='rs',
+    version='0.1.0',
+    description='ResNet-RS training, scaling and fine-tuning in JAX',
+    long_description=(here / 'README.md').read_text(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.10',
+    # `configs` ships too, so `from configs import base` works wherever rs.main runs.
+    packages=find_packages(include=['rs', 'rs.*', 'configs']),
+    install_requires=[r for r in requirements if r],
+    extras_require={'test': ['pytest', 'pytest-xdist']},
+)

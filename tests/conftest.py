@@ -1,0 +1,33 @@
+"""Test setup: 8 fake CPU devices (set before JAX starts) and a tiny Fashion-MNIST config."""
+import os
+
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8').strip()
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest  # noqa: E402
+
+
+def tiny_config(**overrides):
+  """configs/fashion_mnist.py shrunk to seconds: 16px, width 1/8, one block per stage."""
+  from configs import fashion_mnist
+  c = fashion_mnist.get_config()
+  c.model.width_multiplier = 0.125
+  c.data.image_size = 16
+  c.data.eval_split = 'test[:500]'  # 500 = 7 x 64 + 52: the last eval batch is padded
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.train_steps = 6
+  c.warmup_steps = 2
+  c.eval_every_steps = 6
+  c.log_every_steps = 1
+  c.checkpoint_every_steps = 3
+  c.keep_checkpoints = 5
+  for key, value in overrides.items():
+    c[key] = value
+  return c
+
+
+@pytest.fixture
+def tiny():
+  return tiny_config

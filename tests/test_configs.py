@@ -1,0 +1,82 @@
+"""Every config loads, the released variants carry the official values, overrides work."""
+import glob
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rs.models import create_model
+from rs.train import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Facts sheet 2.1: (model, resolution, dropout, stochastic depth, RandAugment M).
+OFFICIAL = {
+    'rs50_i160': ('resnetrs50', 160, 0.25, 0.0, 10),
+    'rs101_i160': ('resnetrs101', 160, 0.25, 0.0, 10),
+    'rs101_i192': ('resnetrs101', 192, 0.25, 0.0, 15),
+    'rs152_i192': ('resnetrs152', 192, 0.25, 0.0, 15),
+    'rs152_i224': ('resnetrs152', 224, 0.25, 0.0, 15),
+    'rs152_i256': ('resnetrs152', 256, 0.25, 0.0, 15),
+    'rs200_i256': ('resnetrs200', 256, 0.25, 0.1, 15),
+    'rs270_i256': ('resnetrs270', 256, 0.25, 0.1, 15),
+    'rs350_i256': ('resnetrs350', 256, 0.25, 0.1, 15),
+    'rs350_i320': ('resnetrs350', 320, 0.4, 0.1, 15),
+    'rs420_i320': ('resnetrs420', 320, 0.4, 0.1, 15),
+}
+
+
+def module(name):
+  """The config file loaded by path, as --config=configs/NAME.py loads it."""
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', f'{name}.py'))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def load(name):
+  return module(name).get_config()
+
+
+def test_every_released_variant_has_a_config():
+  files = {os.path.basename(f)[:-3] for f in glob.glob(os.path.join(ROOT, 'configs', 'rs*.py'))}
+  assert files == set(OFFICIAL)
+
+
+@pytest.mark.parametrize('name', sorted(OFFICIAL))
+def test_official_values(name):
+  c = load(name)
+  model, res, dropout, sd, m = OFFICIAL[name]
+  assert (c.model.name, c.data.image_size, c.model.dropout_rate) == (model, res, dropout)
+  assert (c.model.stochastic_depth_rate, c.data.randaugment_magnitude) == (sd, m)
+  # Common to all: facts sheet 2.1/2.3.
+  assert (c.batch_size, c.optimizer.weight_decay, c.label_smoothing, c.ema_decay) == (
+      4096, 4e-5, 0.1, 0.9999)
+  assert (c.model.bn_momentum, c.optimizer.momentum, c.data.randaugment_layers) == (0.0, 0.9, 2)
+  assert c.train_epochs * 1_281_167 / c.batch_size == pytest.approx(109_475, abs=1)
+  assert c.dtype == 'bfloat16'
+  doc = module(name).__doc__  # gives the run command and the official top-1
+  assert f'--config=configs/{name}.py' in doc and 'top-1' in doc
+
+
+def test_config_builds_the_registered_model():
+  c = load('rs350_i256')
+  assert build_model(c, 1000).stage_sizes == create_model('resnetrs350').stage_sizes
+  c = load('fashion_mnist')
+  model = build_model(c, 10)
+  assert model.stage_sizes == (1, 1, 1, 1) and model.width_multiplier == 0.25
+
+
+def test_command_line_overrides():
+  # Parse flags exactly as rs.main does, in a fresh interpreter.
+  code = ('import sys; from absl import flags; import rs.main; '
+          'flags.FLAGS(sys.argv); c = flags.FLAGS.config; '
+          'print(c.batch_size, c.model.stage_sizes, c.optimizer.schedule, c.train_steps)')
+  out = subprocess.run(
+      [sys.executable, '-c', code, '--config=configs/fashion_mnist.py', '--workdir=/tmp/x',
+       '--config.batch_size=512', '--config.model.stage_sizes=(2,2,2,2)',
+       '--config.optimizer.schedule=step', '--config.train_steps=9'],
+      cwd=ROOT, capture_output=True, text=True, check=True)
+  assert out.stdout.split() == ['512', '(2,', '2,', '2,', '2)', 'step', '9']
