@@ -1,5 +1,8 @@
 """The embedded default: a small ResNet-RS on Fashion-MNIST, trained on a laptop CPU.
 
+The network is ResNet-RS at width 0.25 with one bottleneck per stage (depth 3x4+2 = 14):
+SE, ResNet-D stem and shortcuts, zero-init last BN, all as in the big models; 0.69M parameters.
+
 Real data, offline: the four original Fashion-MNIST files (Debian `dataset-fashion-mnist`),
 or tfds's download where a network is present. Same trainer and recipe as the ImageNet
 configs (cosine LR, momentum, label smoothing, EMA, SE + ResNet-D), scaled down.
@@ -19,7 +22,7 @@ def get_config():
   c.model.name = 'resnetrs26'
   c.model.stage_sizes = (1, 1, 1, 1)
   c.model.width_multiplier = 0.25
-  c.model.dropout_rate = 0.1
+  c.model.dropout_rate = 0.0  # a 0.7M-parameter model underfits; it needs no dropout
 
   c.data.name = 'fashion_mnist'
   c.data.train_split = 'train'
@@ -28,17 +31,19 @@ def get_config():
   c.data.mean = FASHION_MNIST_MEAN
   c.data.std = FASHION_MNIST_STD
   c.data.augment = 'pad_crop'
+  c.data.crop_padding = 2
   c.data.randaugment_layers = 0
 
   c.batch_size = 256
   c.eval_batch_size = 1000
-  c.train_epochs = 10.0
+  c.train_epochs = 16.0
   c.warmup_epochs = 1.0
   c.optimizer.base_learning_rate = 0.2
-  c.ema_decay = 0.999  # ~1000-step horizon: the run is only ~2,300 steps
+  c.optimizer.weight_decay = 5e-4  # short run, small data: stronger than ImageNet's 4e-5
+  c.ema_decay = 0.999  # ~1000-step horizon: the run is only ~3,750 steps
   c.dtype = 'float32'
 
   c.log_every_steps = 50
-  c.eval_every_epochs = 2.0
+  c.eval_every_epochs = 4.0
   c.checkpoint_every_steps = 500
   return c

@@ -66,6 +66,7 @@ def train_step(state: TrainState, batch, *, model, tx, schedule, config):
       'l2_loss': optim.l2_loss(state.params),
       'learning_rate': schedule(state.step),
       'top1': jnp.mean(topk_correct(logits, labels, 1)),
+      'top5': jnp.mean(topk_correct(logits, labels, 5)),
       'grad_norm': optax.global_norm(grads),
   }
   return new_state, metrics
