@@ -116,6 +116,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if ckpt.reached_preemption(step):
       logging.warning('Preemption notice at step %d: checkpoint saved, stopping.', step)
       break
+  if not result:  # nothing left to train (a finished workdir): report its evaluation
+    result = evaluate(eval_fn, state, pipeline, mesh)
+    metrics.log_line('eval', int(state.step), result)
   writer.flush()
   ckpt.close()
   return result
