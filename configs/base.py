@@ -64,7 +64,7 @@ def get_config():
   c.optimizer.nesterov = True  # TF1: MomentumOptimizer(use_nesterov=True); TF2: False
   c.optimizer.weight_decay = 4e-5  # L2 on every parameter but BatchNorm's (TF1 semantics)
   c.label_smoothing = 0.1
-  c.ema_decay = 0.9999  # effective decay min(d, (1+t)/(10+t)); 0 disables the EMA
+  c.ema_decay = 0.9999  # effective decay min(d, (1+t)/(10+t)); 0 makes 'ema' = raw weights
 
   c.dtype = 'bfloat16'  # compute dtype; parameters, BN statistics and loss stay float32
 

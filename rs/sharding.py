@@ -28,11 +28,6 @@ def check_batch_size(name: str, batch_size: int, mesh: Mesh) -> None:
                      f'--config.{name} to a multiple of {n}')
 
 
-def local_batch_size(batch_size: int) -> int:
-  """This host's share of a global batch."""
-  return batch_size // jax.process_count()
-
-
 def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Host-local numpy arrays (this host's rows) -> one global array per key."""
   sharding = batch_sharded(mesh)

@@ -116,7 +116,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if ckpt.reached_preemption(step):
       logging.warning('Preemption notice at step %d: checkpoint saved, stopping.', step)
       break
-  if not result:  # nothing left to train (a finished workdir): report its evaluation
+  if start_step >= total_steps:  # a finished workdir: report its evaluation
     result = evaluate(eval_fn, state, pipeline, mesh)
     metrics.log_line('eval', int(state.step), result)
   writer.flush()

@@ -119,7 +119,6 @@ def test_unknown_model_and_bad_switch_give_clear_errors():
 
 def test_zero_init_last_bn_makes_blocks_identity_at_init():
   # With gamma_3 = 0 and beta = 0, a non-projection block returns relu(x) = x for x >= 0.
-  model = create_model('resnetrs50', width_multiplier=0.25, stage_sizes=(2, 1, 1, 1))
   block = layers.Bottleneck(16, model_conv_bn())
   x = jax.nn.relu(jax.random.normal(jax.random.key(0), (2, 8, 8, 64)))
   v = jax.jit(block.init)(jax.random.key(1), x)

@@ -6,6 +6,7 @@ rs.sharding.to_global assembles them.
 """
 import concurrent.futures
 import dataclasses
+import functools
 from typing import Iterator
 
 import jax
@@ -16,7 +17,7 @@ from rs.data import preprocess, sources
 AUGMENTS = ('pad_crop', 'none')
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # hashed by identity, for the epoch-order cache
 class ArrayPipeline:
   """Train/eval batches from in-memory splits (datasets small enough to hold: Fashion-MNIST)."""
   train: sources.ArraySplit
@@ -53,6 +54,11 @@ class ArrayPipeline:
     n = len(global_rows) // jax.process_count()
     return global_rows[jax.process_index() * n:(jax.process_index() + 1) * n]
 
+  @functools.lru_cache(maxsize=2)
+  def _epoch_order(self, epoch: int) -> np.ndarray:
+    """The permutation of the training set for `epoch`, seeded by (seed, epoch)."""
+    return np.random.default_rng([self.seed, epoch]).permutation(len(self.train))
+
   def train_batch(self, step: int) -> dict[str, np.ndarray]:
     """This host's rows of the global training batch number `step`.
 
@@ -60,8 +66,7 @@ class ArrayPipeline:
     """
     full_batches = len(self.train) // self.batch_size
     epoch, index = divmod(step, full_batches)
-    order = np.random.default_rng([self.seed, epoch]).permutation(len(self.train))
-    rows = order[index * self.batch_size:(index + 1) * self.batch_size]
+    rows = self._epoch_order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
     images = self.train.images[rows]
     if self.augment == 'pad_crop':
       # Augment the global batch, then slice: the result does not depend on the host count.
