@@ -24,6 +24,8 @@ def get_config():
   c.model.stochastic_depth_rate = 0.0  # top rate r; stages C2..C5 get 0.4r/0.6r/0.8r/1.0r
   c.model.bn_momentum = 0.0  # official: BN keeps the latest batch's statistics, EMA averages
   c.model.bn_epsilon = 1e-5
+  # 'auto': XLA's convolutions on TPU/GPU, matmul/space-to-depth forms on CPU (same numbers).
+  c.model.conv_lowering = 'auto'
   # Architecture overrides; None keeps the registered model's value.
   c.model.width_multiplier = placeholder(float)
   c.model.stage_sizes = placeholder(tuple)  # e.g. (3, 4, 6, 3)
@@ -44,6 +46,10 @@ def get_config():
   c.data.std = IMAGENET_STD
   c.data.augment = 'inception_crop'  # train: 'inception_crop' (+ flip) or 'pad_crop' (+ flip)
   c.data.crop_padding = 4  # 'pad_crop': the largest shift, in pixels
+  # Eval: center crop min(H, W) * S / (S + eval_crop_padding) (the release-time rule), or a
+  # fixed eval_crop_fraction (the official code since Nov 2021: 0.875); bicubic resize to S.
+  c.data.eval_crop_padding = 32
+  c.data.eval_crop_fraction = placeholder(float)
   c.data.randaugment_layers = 2  # N; 0 turns RandAugment off
   c.data.randaugment_magnitude = 10  # M
   c.data.shuffle_buffer = 16 * 1024
@@ -65,6 +71,10 @@ def get_config():
   c.optimizer.weight_decay = 4e-5  # L2 on every parameter but BatchNorm's (TF1 semantics)
   c.label_smoothing = 0.1
   c.ema_decay = 0.9999  # effective decay min(d, (1+t)/(10+t)); 0 makes 'ema' = raw weights
+
+  # Weights to start from (a directory written by rs.convert), when the workdir has no
+  # checkpoint yet; the optimizer and step start afresh.
+  c.init_from = placeholder(str)
 
   c.dtype = 'bfloat16'  # compute dtype; parameters, BN statistics and loss stay float32
 

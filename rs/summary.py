@@ -15,13 +15,15 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from rs.models import create_model
+from rs.models import create_model, official
 
 flags.DEFINE_string('model', 'resnetrs50', 'A registered model name (rs.models.MODELS).')
 flags.DEFINE_integer('image_size', 224, 'Square input resolution.')
 flags.DEFINE_integer('num_classes', 1000, 'Classifier outputs.')
 flags.DEFINE_float('width_multiplier', 1.0, 'Channel multiplier.')
 flags.DEFINE_bool('json', False, 'Print one JSON object instead of text.')
+flags.DEFINE_bool('released', False, 'Print the markdown table of every released variant '
+                  'against its official figures (docs/models.md).')
 
 
 def _flops(cost) -> float:
@@ -32,13 +34,16 @@ def _flops(cost) -> float:
 def summarize(name: str, image_size: int, num_classes: int = 1000, **overrides) -> dict:
   """params (trainable), batch-norm statistics, and forward GFLOPs per image (see above)."""
   x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  # XLA's own convolutions: the CPU-friendly lowering pads stride-2 kernels (more taps counted).
+  overrides = {'conv_lowering': 'native'} | overrides
   model = create_model(name, num_classes=num_classes, **overrides)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape), False))
   count = lambda tree: int(sum(v.size for v in jax.tree.leaves(tree)))
   forward = lambda m: jax.jit(lambda v, img: m.apply(v, img, train=False)).lower(variables, x)
   explicit = create_model(name, num_classes=num_classes, explicit_padding=True, **overrides)
   return {
-      'model': name, 'image_size': image_size, 'num_classes': num_classes, **overrides,
+      'model': name, 'image_size': image_size, 'num_classes': num_classes,
+      **{k: v for k, v in overrides.items() if k != 'conv_lowering'},
       'params': count(variables['params']),
       'batch_stats': count(variables['batch_stats']),
       'gflops': _flops(forward(explicit).cost_analysis()) / 1e9,
@@ -46,9 +51,25 @@ def summarize(name: str, image_size: int, num_classes: int = 1000, **overrides) 
   }
 
 
+def released_table() -> str:
+  """Markdown: measured params and GFLOPs of each released variant next to the official."""
+  rows = ['| model | resolution | params | official params | GFLOPs | official GFLOPs | ratio '
+          '| official top-1 |', '|---|---|---|---|---|---|---|---|']
+  for (name, size), (gflops, top1) in official.RELEASED.items():
+    s = summarize(name, size)
+    want = official.PARAMS[name]
+    rows.append(f"| {name} | {size} | {s['params']:,} | {want:,}"
+                f"{' (equal)' if s['params'] == want else ' (DIFFERENT)'} | {s['gflops']:.2f} | "
+                f"{gflops} | {s['gflops'] / gflops:.3f} | {top1} |")
+  return '\n'.join(rows)
+
+
 def main(argv):
   del argv
   f = flags.FLAGS
+  if f.released:
+    print(released_table())
+    return
   overrides = {} if f.width_multiplier == 1.0 else {'width_multiplier': f.width_multiplier}
   s = summarize(f.model, f.image_size, f.num_classes, **overrides)
   if f.json:

@@ -4,14 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rs.models import MODELS, create_model, layers
+from rs.models import MODELS, create_model, layers, official
 
 # Official trainable parameter counts, 1000 classes (facts sheet 3.3; equal to timm's).
-OFFICIAL_PARAMS = {
-    'resnetrs50': 35_691_912, 'resnetrs101': 63_618_696, 'resnetrs152': 86_621_576,
-    'resnetrs200': 93_209_992, 'resnetrs270': 129_861_448, 'resnetrs350': 163_956_168,
-    'resnetrs420': 191_891_656,
-}
+OFFICIAL_PARAMS = official.PARAMS
 
 
 def variables_of(model, size=64, channels=3):

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from rs.models import layers
+from rs.models import convolution, layers
 
 STEM_TYPES = ('deep', 'classic')
 STEM_POOLS = ('conv', 'max', 'none')
@@ -43,12 +43,16 @@ class ResNet(nn.Module):
   # Pad with jnp.pad before VALID convs (TF1's form) instead of padding inside the conv. Same
   # numbers; rs.summary uses it so XLA counts padded taps, the paper's FLOP convention.
   explicit_padding: bool = False
+  # How convolutions are lowered (rs/models/convolution.py): 'native' XLA convolutions,
+  # 'matmul' (1x1 as matmuls, stride 2 as space-to-depth; faster on XLA:CPU), or 'auto'.
+  conv_lowering: str = 'auto'
 
   def __post_init__(self):
     if self.stem not in STEM_TYPES:
       raise ValueError(f'model.stem={self.stem!r}: use one of {STEM_TYPES}')
     if self.stem_pool not in STEM_POOLS:
       raise ValueError(f'model.stem_pool={self.stem_pool!r}: use one of {STEM_POOLS}')
+    convolution.resolve(self.conv_lowering)  # validates
     if len(self.stage_sizes) != 4 or min(self.stage_sizes) < 1:
       raise ValueError(f'stage_sizes={tuple(self.stage_sizes)}: give four block counts >= 1')
     super().__post_init__()
@@ -57,7 +61,9 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool = False):
     """Logits (in `dtype`) for images `x` of shape (batch, height, width, channels)."""
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=layers.conv_kernel_init)
+                             kernel_init=layers.conv_kernel_init,
+                             conv_general_dilated=convolution.conv_general_dilated(
+                                 self.conv_lowering))
     # Flax, like TF, keeps `momentum` of the old statistics: the official momentum 0 stores
     # the latest batch's statistics, and the EMA of the state averages them for evaluation.
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,

@@ -1,0 +1,91 @@
+"""How a 2D convolution is lowered: XLA's own convolution, or forms that XLA:CPU runs faster.
+
+The network's parameters and numbers do not depend on the choice (tests/test_models.py
+compares every form with `lax.conv_general_dilated`, values and gradients); only the program
+XLA compiles does. Measured on the 2-core CPU (docs/performance.md): XLA:CPU computes the weight
+gradient of a 1x1 convolution as a convolution over a transposed copy of the activations, and
+strided 3x3 convolutions (and their input gradients) through a slow generic path. Written as a
+matmul and as a space-to-depth convolution, the embedded default's training step runs ~1.2x
+faster. On TPU and GPU the native form is kept until issue 5's benchmark says otherwise.
+"""
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+LOWERINGS = ('auto', 'native', 'matmul')
+
+
+def resolve(lowering: str) -> str:
+  """'auto' is 'matmul' on CPU and 'native' on accelerators."""
+  if lowering not in LOWERINGS:
+    raise ValueError(f'model.conv_lowering={lowering!r}: use one of {LOWERINGS}')
+  if lowering == 'auto':
+    return 'matmul' if jax.default_backend() == 'cpu' else 'native'
+  return lowering
+
+
+def _pads(padding, shape, kernel, strides):
+  if isinstance(padding, str):
+    return lax.padtype_to_pads(shape, kernel, strides, padding)
+  return tuple(tuple(p) for p in padding)
+
+
+def pointwise(x, kernel, strides):
+  """A 1x1 convolution as a matmul over channels (strides subsample first)."""
+  x = x[:, ::strides[0], ::strides[1], :]
+  return jnp.einsum('nhwc,co->nhwo', x, kernel[0, 0])
+
+
+def space_to_depth_conv(x, kernel, pads):
+  """A stride-2 k x k convolution as a stride-1 convolution on the 2x2 space-to-depth input.
+
+  Output pixel (i, j) reads padded input rows 2i..2i+k-1. With the kernel zero-padded to an
+  even size 2m, row 2i + 2p + r is row i + p of the space-to-depth image, sub-row r, so the
+  result is a VALID m x m convolution whose kernel holds tap (2p + r, 2q + s) at (p, q) in the
+  channel block (r, s).
+  """
+  n, h, w, c = x.shape
+  kh, kw, _, features = kernel.shape
+  mh, mw = (kh + 1) // 2, (kw + 1) // 2
+  (top, bottom), (left, right) = pads
+  ho, wo = (h + top + bottom - kh) // 2 + 1, (w + left + right - kw) // 2 + 1
+  bh, bw = ho + mh - 1, wo + mw - 1  # space-to-depth blocks that the output reads
+  # Pad (or crop: negative) to exactly 2*bh x 2*bw; extra rows meet zero kernel taps.
+  x = lax.pad(x, jnp.zeros((), x.dtype),
+              ((0, 0, 0), (top, 2 * bh - h - top, 0), (left, 2 * bw - w - left, 0), (0, 0, 0)))
+  x = x.reshape(n, bh, 2, bw, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, bh, bw, 4 * c)
+  kernel = jnp.pad(kernel, ((0, 2 * mh - kh), (0, 2 * mw - kw), (0, 0), (0, 0)))
+  kernel = kernel.reshape(mh, 2, mw, 2, c, features).transpose(0, 2, 1, 3, 4, 5)
+  kernel = kernel.reshape(mh, mw, 4 * c, features)
+  return lax.conv_general_dilated(x, kernel, (1, 1), 'VALID',
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def matmul_friendly_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         batch_group_count=1, precision=None, preferred_element_type=None):
+  """Drop-in for `lax.conv_general_dilated` as flax's nn.Conv calls it (NHWC, HWIO).
+
+  1x1 kernels become matmuls, stride-2 kernels space-to-depth convolutions; anything else
+  (dilation, groups, 3D, stride 1) is passed through unchanged.
+  """
+  plain = (lhs.ndim == 4 and feature_group_count == 1 and batch_group_count == 1
+           and all(d == 1 for d in (lhs_dilation or (1, 1)))
+           and all(d == 1 for d in (rhs_dilation or (1, 1))))
+  if plain:
+    strides = tuple(window_strides)
+    pads = _pads(padding, lhs.shape[1:3], rhs.shape[:2], strides)
+    if rhs.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
+      return pointwise(lhs, rhs, strides)
+    if strides == (2, 2):
+      return space_to_depth_conv(lhs, rhs, pads)
+  return lax.conv_general_dilated(
+      lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+      batch_group_count=batch_group_count, precision=precision,
+      preferred_element_type=preferred_element_type)
+
+
+def conv_general_dilated(lowering: str):
+  """The function nn.Conv should call for a resolved `lowering`."""
+  return matmul_friendly_conv if resolve(lowering) == 'matmul' else lax.conv_general_dilated
