@@ -17,5 +17,10 @@ setup(
     # `configs` ships too, so `from configs import base` works wherever rs.main runs.
     packages=find_packages(include=['rs', 'rs.*', 'configs']),
     install_requires=[r for r in requirements if r],
-    extras_require={'test': ['pytest', 'pytest-xdist']},
+    extras_require={
+        # timm (with torch and torchvision) is the independent reference for parity tests;
+        # these torch builds install from local disk on the CI machines (Python 3.11).
+        'test': ['pytest', 'pytest-xdist', 'torch==2.14.1', 'torchvision==0.29.1',
+                 'timm==1.0.31', 'scikit-image'],
+    },
 )

@@ -1,7 +1,9 @@
 """The one place that talks to orbax: periodic async saves, keep-last-N, exact restore."""
+import json
 import logging
 
 import jax
+from etils import epath
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -65,3 +67,31 @@ class Checkpointer:
 def abstract_like(tree, sharding):
   """ShapeDtypeStructs of `tree`, each with `sharding`: the target for `restore`."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+# Weights without a training state: what rs.convert writes and `config.init_from` and
+# rs.evaluate read. DIR/variables is an orbax checkpoint of {'params', 'batch_stats'};
+# DIR/model.json says which network they belong to.
+
+def save_variables(directory: str, variables, meta: dict) -> None:
+  directory = epath.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  with ocp.StandardCheckpointer() as saver:
+    saver.save(directory / 'variables', variables, force=True)
+  (directory / 'model.json').write_text(json.dumps(meta, indent=2))
+
+
+def load_variables(directory: str, abstract=None) -> tuple[dict, dict]:
+  """(variables, meta) from `save_variables`; placed as `abstract`'s shardings say if given."""
+  directory = epath.Path(directory)
+  meta_file = directory / 'model.json'
+  if not meta_file.exists():
+    raise FileNotFoundError(f'{directory} holds no rs weights (no model.json): give a directory '
+                            'written by rs.convert')
+  with ocp.StandardCheckpointer() as loader:
+    try:
+      variables = loader.restore(directory / 'variables', abstract)
+    except (ValueError, KeyError) as e:
+      raise ValueError(f'the weights in {directory} do not fit this model ({e}); check '
+                       f'model.json: {meta_file.read_text()}') from e
+  return variables, json.loads(meta_file.read_text())

@@ -17,14 +17,6 @@ from absl import app, flags
 
 from rs.models import create_model, official
 
-flags.DEFINE_string('model', 'resnetrs50', 'A registered model name (rs.models.MODELS).')
-flags.DEFINE_integer('image_size', 224, 'Square input resolution.')
-flags.DEFINE_integer('num_classes', 1000, 'Classifier outputs.')
-flags.DEFINE_float('width_multiplier', 1.0, 'Channel multiplier.')
-flags.DEFINE_bool('json', False, 'Print one JSON object instead of text.')
-flags.DEFINE_bool('released', False, 'Print the markdown table of every released variant '
-                  'against its official figures (docs/models.md).')
-
 
 def _flops(cost) -> float:
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -79,5 +71,17 @@ def main(argv):
           f"{s['gflops']:.2f} GFLOPs forward (compiled, XLA: {s['gflops_compiled']:.2f})")
 
 
+def define_flags():
+  """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
+  flags.DEFINE_string('model', 'resnetrs50', 'A registered model name (rs.models.MODELS).')
+  flags.DEFINE_integer('image_size', 224, 'Square input resolution.')
+  flags.DEFINE_integer('num_classes', 1000, 'Classifier outputs.')
+  flags.DEFINE_float('width_multiplier', 1.0, 'Channel multiplier.')
+  flags.DEFINE_bool('json', False, 'Print one JSON object instead of text.')
+  flags.DEFINE_bool('released', False, 'Print the markdown table of every released variant '
+                    'against its official figures (docs/models.md).')
+
+
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -41,6 +41,19 @@ def evaluate(eval_fn, state, pipeline, mesh) -> dict[str, float]:
   return {k: float(v / count) for k, v in totals.items()} | {'num_examples': int(count)}
 
 
+def start_from_weights(state, directory: str, sharding_):
+  """`state` with its weights (raw and EMA) replaced by saved ones (e.g. rs.convert's)."""
+  abstract = checkpoint.abstract_like(
+      {'params': state.params, 'batch_stats': state.batch_stats}, sharding_)
+  variables, meta = checkpoint.load_variables(directory, abstract)
+  logging.info('Starting from the weights in %s (%s).', directory, meta)
+  # The EMA gets its own buffers: the train step donates every leaf of the state.
+  copy = lambda tree: jax.tree.map(jnp.copy, tree)
+  return state.replace(params=variables['params'], batch_stats=variables['batch_stats'],
+                       ema_params=copy(variables['params']),
+                       ema_batch_stats=copy(variables['batch_stats']))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
   """Trains (resuming from workdir's latest checkpoint if any); returns the final eval.
@@ -79,6 +92,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info('Resumed from the checkpoint at step %d.', int(state.step))
   else:
     state = jax.jit(init, out_shardings=state_sharding)(rng)
+    if config.init_from:
+      state = start_from_weights(state, config.init_from, state_sharding)
 
   # Steps: one compiled program each, the state donated so its buffers are reused in place.
   batch_sharding = sharding.batch_sharded(mesh)

@@ -7,6 +7,14 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import pytest  # noqa: E402
 
+# torchvision (timm's dependency, for the parity tests) segfaults when it is imported after
+# TensorFlow in one process (torch 2.14.1 / torchvision 0.29.1 / tensorflow-cpu 2.21.0); the
+# other order works, so it goes first.
+try:
+  import torchvision  # noqa: F401,E402
+except ImportError:
+  pass
+
 
 def tiny_config(**overrides):
   """configs/fashion_mnist.py shrunk to seconds: 16px, width 1/8, one block per stage."""

@@ -26,3 +26,26 @@ def test_flops_conventions_match_analytic_counts():
   s = summary.summarize('resnetrs50', 160)
   assert s['gflops'] == pytest.approx(4.557, rel=0.01)
   assert s['gflops_compiled'] == pytest.approx(4.353, rel=0.03)
+
+
+def test_models_doc_shows_every_released_variant_at_official_counts():
+  """docs/models.md (written by `python -m rs.summary --released`): every released variant,
+  exactly the official parameter count and within 3% of the official GFLOPs."""
+  from rs.models import official
+  rows = [line.split('|')[1:-1] for line in open(os.path.join(ROOT, 'docs', 'models.md'))
+          if line.startswith('| resnetrs')]
+  seen = set()
+  for name, size, params, _, gflops, *_ in (map(str.strip, r) for r in rows):
+    seen.add((name, int(size)))
+    assert int(params.replace(',', '')) == official.PARAMS[name]
+    assert float(gflops) == pytest.approx(official.RELEASED[name, int(size)][0], rel=0.03)
+  assert seen == set(official.RELEASED)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name,size', [('resnetrs152', 256), ('resnetrs420', 320)])
+def test_deep_variants_flops_within_three_percent(name, size):
+  from rs.models import official
+  s = summary.summarize(name, size)
+  assert s['params'] == official.PARAMS[name]
+  assert s['gflops'] == pytest.approx(official.RELEASED[name, size][0], rel=0.03)

@@ -12,7 +12,7 @@ from typing import Iterator
 import jax
 import numpy as np
 
-from rs.data import preprocess, sources
+from rs.data import preprocess, sources, tfds_pipeline
 
 AUGMENTS = ('pad_crop', 'none')
 
@@ -116,3 +116,13 @@ def create_pipeline(config) -> ArrayPipeline:
   return ArrayPipeline(resize(train), resize(evaluation), config.batch_size,
                        config.eval_batch_size, config.seed, augment=d.augment,
                        pad=d.crop_padding, prefetch=d.prefetch_batches)
+
+
+def create_eval_pipeline(config):
+  """Only the evaluation side: in-memory sets as for training, others streamed from tfds."""
+  d = config.data
+  if d.name == 'fashion_mnist':
+    return create_pipeline(config)
+  return tfds_pipeline.TfdsEvalPipeline(
+      d.name, d.eval_split, d.data_dir, d.image_size, config.eval_batch_size,
+      crop_padding=d.eval_crop_padding, crop_fraction=d.eval_crop_fraction)

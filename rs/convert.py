@@ -1,0 +1,183 @@
+"""Import timm's ResNet-RS weights (the official TF1 checkpoints, ported) into rs.
+
+  python -m rs.convert --from=timm --model=resnetrs50 --checkpoint=resnetrs50.pth --out=DIR
+
+writes DIR/variables (an orbax checkpoint of rs's `params` and `batch_stats`) and
+DIR/model.json. Then `--config.init_from=DIR` starts training or fine-tuning from them and
+`python -m rs.evaluate --weights=DIR` evaluates them. From a notebook,
+`from_timm(timm_model.state_dict(), 'resnetrs50')` returns the same variables in memory.
+
+Every rs variable is looked up by name and shape and every timm tensor must be used once:
+anything missing, left over or misshapen is an error that names it, so nothing is ever
+silently left at its random initial value.
+"""
+import json
+import os
+import re
+import sys
+from typing import Any, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from rs import checkpoint
+from rs.models import create_model
+
+# Sequential indices of timm's deep stem (conv1 = [conv, bn, act, conv, bn, act, conv]; the
+# third conv's BN is `bn1`) and of the replaced stem pool (maxpool = [conv, bn, act]).
+_DEEP_STEM = {'stem1': ('conv1.0', 'conv1.1'), 'stem2': ('conv1.3', 'conv1.4'),
+              'stem3': ('conv1.6', 'bn1'), 'stem_pool': ('maxpool.0', 'maxpool.1')}
+_CLASSIC_STEM = {'stem1': ('conv1', 'bn1'), 'stem_pool': ('maxpool.0', 'maxpool.1')}
+_LEAF = {('params', 'kernel'): 'weight', ('params', 'scale'): 'weight',
+         ('params', 'bias'): 'bias', ('batch_stats', 'mean'): 'running_mean',
+         ('batch_stats', 'var'): 'running_var'}
+
+
+class ConversionError(ValueError):
+  pass
+
+
+def timm_name(path: tuple[str, ...], deep_stem: bool, avg_down: bool) -> str:
+  """The timm state-dict key of the rs variable at `path` = (collection, module..., leaf).
+
+  deep_stem: rs stem='deep' (timm stem_type='deep'), else the single 7x7 conv. avg_down: timm's ResNet-D shortcut (AvgPool, conv, BN) shifts the shortcut's conv and BN to
+  indices 1 and 2 of `downsample`, also where the pool is an Identity (stride 1).
+  """
+  collection, *modules, leaf = path
+  suffix = _LEAF[(collection, leaf)]
+  top = modules[0]
+  if top == 'head':
+    return f'fc.{suffix}'
+  stem = _DEEP_STEM if deep_stem else _CLASSIC_STEM
+  if top in stem:
+    conv, bn = stem[top]
+    return f'{conv if modules[1] == "conv" else bn}.{suffix}'
+  match = re.fullmatch(r'stage(\d+)_block(\d+)', top)
+  if not match:
+    raise ConversionError(f'rs variable {"/".join(path)} has no timm counterpart')
+  block = f'layer{match[1]}.{int(match[2]) - 1}'
+  part, sub = modules[1], modules[2]
+  if part == 'se':
+    return f'{block}.se.{"fc1" if sub == "reduce" else "fc2"}.{suffix}'
+  if part == 'shortcut':
+    conv, bn = (1, 2) if avg_down else (0, 1)
+    return f'{block}.downsample.{conv if sub == "conv" else bn}.{suffix}'
+  n = part[-1]  # conv1/conv2/conv3 -> timm convN, bnN
+  return f'{block}.{"conv" if sub == "conv" else "bn"}{n}.{suffix}'
+
+
+def _to_rs_layout(name: str, value: np.ndarray) -> np.ndarray:
+  if value.ndim == 4:  # conv: PyTorch OIHW -> Flax HWIO
+    return value.transpose(2, 3, 1, 0)
+  if value.ndim == 2:  # linear: (out, in) -> (in, out)
+    return value.T
+  return value
+
+
+def from_timm(state_dict: Mapping[str, Any], model_name: str, **overrides) -> dict:
+  """rs variables {'params', 'batch_stats'} of `model_name` from a timm state dict.
+
+  The class count comes from timm's `fc.weight`; the deep or classic stem and the ResNet-D
+  shortcut from the rs model (`overrides` as in create_model).
+  """
+  state = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, 'detach') else v)
+           for k, v in state_dict.items()}
+  if 'fc.weight' not in state:
+    raise ConversionError('the checkpoint has no fc.weight: not a timm ResNet state dict')
+  overrides.setdefault('num_classes', state['fc.weight'].shape[0])
+  model = create_model(model_name, **overrides)
+  # Input channels as timm's first conv has them (RGB, or 1 for grayscale models); any input
+  # size gives the same variable shapes.
+  first = f"{(_DEEP_STEM if model.stem == 'deep' else _CLASSIC_STEM)['stem1'][0]}.weight"
+  channels = state[first].shape[1] if first in state else 3
+  abstract = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, 64, 64, channels)), train=False))
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract))
+  converted, used = {}, set()
+  for path, want in flat.items():
+    key = timm_name(path, deep_stem=model.stem == 'deep', avg_down=model.resnetd_shortcut)
+    if key not in state:
+      raise ConversionError(f'{key} not in the checkpoint (needed for rs {"/".join(path)}); '
+                            f'is it a timm {model_name}?')
+    value = _to_rs_layout(key, state[key])
+    if value.shape != want.shape:
+      raise ConversionError(f'{key} has shape {state[key].shape}, rs {"/".join(path)} needs '
+                            f'{want.shape} (after layout change); wrong --model, --stage_sizes or '
+                            '--width_multiplier?')
+    converted[path] = value.astype(want.dtype)
+    used.add(key)
+  unused = sorted(k for k in set(state) - used if not k.endswith('num_batches_tracked'))
+  if unused:
+    raise ConversionError(f'{len(unused)} checkpoint tensors have no place in rs {model_name}: '
+                          f'{", ".join(unused[:5])}{" ..." if len(unused) > 5 else ""}')
+  return flax.traverse_util.unflatten_dict(converted)
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+  """A timm state dict from .safetensors (no torch needed) or .pth/.bin (torch)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'--checkpoint={path} does not exist')
+  if path.endswith('.safetensors'):
+    from safetensors.numpy import load_file
+    return load_file(path)
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError(f'reading {path} needs PyTorch: pip install torch, or give a '
+                      '.safetensors file') from e
+  try:
+    state = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:
+    raise ConversionError(f'cannot read {path} as a PyTorch state dict: {e}') from e
+  for wrapper in ('state_dict', 'model', 'state_dict_ema'):  # training checkpoints nest it
+    if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
+      state = state[wrapper]
+  return {k.removeprefix('module.'): v.numpy() for k, v in state.items()}
+
+
+def convert_file(checkpoint_path: str, model_name: str, out: str, **overrides) -> dict:
+  """Converts a timm checkpoint file and saves it under `out`; returns the variables."""
+  variables = from_timm(read_state_dict(checkpoint_path), model_name, **overrides)
+  num_classes = variables['params']['head']['kernel'].shape[-1]
+  checkpoint.save_variables(out, variables, {
+      'model': model_name, 'num_classes': int(num_classes), 'source': 'timm',
+      'checkpoint': os.path.abspath(checkpoint_path), 'overrides': overrides})
+  return variables
+
+
+def define_flags():
+  """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
+  flags.DEFINE_enum('from', 'timm', ['timm'], 'Where the weights come from.')
+  flags.DEFINE_string('model', 'resnetrs50', 'The rs (and timm) model name.')
+  flags.DEFINE_string('checkpoint', None, 'timm state dict: .pth, .bin or .safetensors.')
+  flags.DEFINE_string('out', None, 'Directory for the rs weights (local or gs://).')
+  flags.DEFINE_list('stage_sizes', None, 'Blocks per stage when not the registered layout, '
+                    'e.g. 1,1,1,1.')
+  flags.DEFINE_float('width_multiplier', None, 'Channel multiplier when not 1.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  f = flags.FLAGS
+  if not f.checkpoint or not f.out:
+    raise app.UsageError('give --checkpoint=PATH and --out=DIR')
+  overrides = {}
+  if f.stage_sizes:
+    overrides['stage_sizes'] = tuple(int(n) for n in f.stage_sizes)
+  if f.width_multiplier:
+    overrides['width_multiplier'] = f.width_multiplier
+  try:
+    variables = convert_file(f.checkpoint, f.model, f.out, **overrides)
+  except (ConversionError, FileNotFoundError, ImportError) as e:
+    sys.exit(f'rs.convert: {e}')  # one line, no traceback: the message names the fix
+  count = sum(x.size for x in jax.tree.leaves(variables['params']))
+  print(json.dumps({'model': f.model, 'params': int(count), 'out': f.out}))
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,71 @@
+"""Evaluate saved weights: `python -m rs.evaluate --config=configs/rs50_i160.py --weights=DIR`.
+
+DIR is what rs.convert writes (e.g. the official ResNet-RS weights via timm). The config gives
+the data (data.name, data.eval_split, data.data_dir), the resolution and the official eval
+preprocessing (data.eval_crop_padding / data.eval_crop_fraction). Prints top-1/top-5 and the
+loss over the whole split as one JSON line.
+"""
+import functools
+import json
+import logging
+import sys
+
+import jax
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+from rs import checkpoint, sharding, step as step_lib, train
+from rs.data import pipeline as pipeline_lib
+from rs.state import TrainState
+
+
+def evaluate_weights(config: ml_collections.ConfigDict, weights_dir: str,
+                     mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
+  """top-1/top-5/loss of the weights in `weights_dir` on the config's eval split."""
+  mesh = mesh or sharding.create_mesh()
+  sharding.check_batch_size('eval_batch_size', config.eval_batch_size, mesh)
+  pipeline = pipeline_lib.create_eval_pipeline(config)
+  model = train.build_model(config, pipeline.num_classes)
+  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                          jax.numpy.zeros((1, *pipeline.image_shape)))
+  replicated = sharding.replicated(mesh)
+  variables, meta = checkpoint.load_variables(
+      weights_dir, checkpoint.abstract_like(dict(shapes), replicated))
+  if meta.get('model') not in (None, config.model.name):
+    logging.warning('Weights were saved for %s, the config builds %s.', meta['model'],
+                    config.model.name)
+  # The eval step scores raw and EMA weights; here both are the saved ones.
+  state = TrainState(step=None, params=variables['params'], batch_stats=variables['batch_stats'],
+                     opt_state=None, ema_params=variables['params'],
+                     ema_batch_stats=variables['batch_stats'], rng=None)
+  eval_fn = jax.jit(functools.partial(step_lib.eval_step, model=model, config=config),
+                    in_shardings=(replicated, sharding.batch_sharded(mesh)),
+                    out_shardings=replicated)
+  result = train.evaluate(eval_fn, state, pipeline, mesh)
+  return {k: v for k, v in result.items() if not k.startswith('ema_')}
+
+
+def define_flags():
+  """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
+  config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
+                                  lock_config=True)
+  flags.DEFINE_string('weights', None, 'A directory written by rs.convert.')
+  flags.mark_flags_as_required(['config', 'weights'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  import tensorflow as tf
+  tf.config.set_visible_devices([], 'GPU')
+  try:
+    result = evaluate_weights(flags.FLAGS.config, flags.FLAGS.weights)
+  except (FileNotFoundError, ValueError) as e:
+    sys.exit(f'rs.evaluate: {e}')  # one line, no traceback: the message names the fix
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
