@@ -24,6 +24,9 @@ def get_config():
   c.model.stochastic_depth_rate = 0.0  # top rate r; stages C2..C5 get 0.4r/0.6r/0.8r/1.0r
   c.model.bn_momentum = 0.0  # official: BN keeps the latest batch's statistics, EMA averages
   c.model.bn_epsilon = 1e-5
+  # BN statistics over groups of this many examples; None: the per-device batch (TPU per-core
+  # BN, as the official training). Set it to batch_size for BN synchronised over all devices.
+  c.model.bn_group_size = placeholder(int)
   # 'auto': XLA's convolutions on TPU/GPU, matmul/space-to-depth forms on CPU (same numbers).
   c.model.conv_lowering = 'auto'
   # Architecture overrides; None keeps the registered model's value.

@@ -4,6 +4,7 @@ Importable from a notebook: `train_and_evaluate(config, workdir)` runs (or resum
 returns the final evaluation.
 """
 import functools
+import itertools
 import logging
 import time
 
@@ -11,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from rs import checkpoint, metrics, optim, sharding, step as step_lib
+from rs import checkpoint, memory, metrics, optim, sharding, step as step_lib
 from rs.data import pipeline as pipeline_lib
 from rs.models import create_model
 from rs.state import create_state
@@ -19,11 +20,16 @@ from rs.state import create_state
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int):
-  """The config's network: the registered model with the config's overrides."""
+def build_model(config: ml_collections.ConfigDict, num_classes: int, num_devices: int = 1):
+  """The config's network: the registered model with the config's overrides.
+
+  `model.bn_group_size` None means the per-device batch (batch_size / num_devices), the BN
+  batch of the official per-core TPU training.
+  """
   if config.dtype not in DTYPES:
     raise ValueError(f'dtype={config.dtype!r}: use one of {sorted(DTYPES)}')
   overrides = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
+  overrides.setdefault('bn_group_size', config.batch_size // num_devices)
   if 'stage_sizes' in overrides:
     overrides['stage_sizes'] = tuple(overrides['stage_sizes'])
   return create_model(config.model.name, num_classes=num_classes,
@@ -76,7 +82,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                jax.device_count(), jax.process_count(), steps_per_epoch, total_steps)
 
   # Model, optimizer, state: created directly with its (replicated) sharding.
-  model = build_model(config, pipeline.num_classes)
+  model = build_model(config, pipeline.num_classes, mesh.size)
   schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size, warmup_steps,
                                           total_steps, steps_per_epoch)
   tx = optim.create_optimizer(config.optimizer, schedule)
@@ -109,6 +115,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   throughput = metrics.Throughput(total_steps, config.batch_size, start_step, writer)
   train_metrics, result = [], {}
   batches = pipeline.train_iter(start_step)
+  if start_step < total_steps:
+    # Compile on the first batch and check the step fits the device before running it.
+    first = next(batches)
+    train_fn = train_fn.lower(state, sharding.to_global(first, mesh)).compile()
+    memory.check_fits(train_fn, 'The train step', memory.device_limit(mesh.devices.flat[0]))
+    batches = itertools.chain([first], batches)
   for step in range(start_step + 1, total_steps + 1):
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
       state, step_metrics = train_fn(state, sharding.to_global(next(batches), mesh))

@@ -57,10 +57,14 @@ def test_run_evaluates_whole_split_and_logs(eight_device_run):
 def test_one_device_gives_the_same_losses(eight_device_run, tmp_path, tiny):
   workdir8, result8 = eight_device_run
   workdir1 = str(tmp_path)
-  result1 = train.train_and_evaluate(tiny(), workdir1, mesh=sharding.create_mesh(jax.devices()[:1]))
+  # The 8-device run's BN groups are its per-device batches (32 / 8): ask for the same here.
+  config = tiny()
+  config.model.bn_group_size = 4
+  result1 = train.train_and_evaluate(config, workdir1, mesh=sharding.create_mesh(jax.devices()[:1]))
   l8, l1 = scalars(workdir8, 'train/loss'), scalars(workdir1, 'train/loss')
+  # float32 reduction orders differ; BN over groups of 4 amplifies them to ~3e-5 by step 6.
   np.testing.assert_allclose([l8[s] for s in sorted(l8)], [l1[s] for s in sorted(l1)],
-                             rtol=2e-5)
+                             rtol=1e-4)
   assert result1['top1'] == pytest.approx(result8['top1'], abs=2 / 500)
 
 

@@ -50,6 +50,56 @@ def avg_pool_2x2(x: jax.Array) -> jax.Array:
   return total / jnp.asarray(np.outer(rows, cols)[None, :, :, None], x.dtype)
 
 
+class GroupBatchNorm(nn.Module):
+  """BatchNorm whose training statistics come from groups of `group_size` examples.
+
+  TPU training computes BN statistics per core (TF1 has no cross-replica BN for ResNet-RS), so
+  the effective BN batch is the per-core batch, not the global one. Under one jitted step over
+  the global batch that is reproduced by reshaping the batch into groups: with groups aligned
+  to the batch sharding, no statistic crosses a device. None means the whole batch.
+
+  Variables and their names equal flax's nn.BatchNorm (params scale/bias, batch_stats mean/var)
+  so checkpoints and converters do not care which is used. The stored statistics are the means
+  over groups of the group means and of the group (biased) variances.
+  """
+  use_running_average: bool = False
+  group_size: int | None = None
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+  scale_init: Callable = nn.initializers.ones
+  bias_init: Callable = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x):
+    features = x.shape[-1]
+    scale = self.param('scale', self.scale_init, (features,), jnp.float32)
+    bias = self.param('bias', self.bias_init, (features,), jnp.float32)
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), jnp.float32)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    if self.use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      batch = x.shape[0]
+      size = batch if self.group_size is None else self.group_size
+      if size < 1 or batch % size:
+        raise ValueError(f'model.bn_group_size={self.group_size} must divide the batch of '
+                         f'{batch} examples (per step, over all devices)')
+      groups = x32.reshape(batch // size, size, *x.shape[1:])
+      axes = tuple(range(1, groups.ndim - 1))
+      mean = jnp.mean(groups, axis=axes, keepdims=True)
+      var = jnp.mean(jnp.square(groups - mean), axis=axes, keepdims=True)
+      if not self.is_initializing():
+        m = self.momentum
+        ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean, axis=(0, *axes))
+        ra_var.value = m * ra_var.value + (1 - m) * jnp.mean(var, axis=(0, *axes))
+      y = (groups - mean) * jax.lax.rsqrt(var + self.epsilon)
+      return (y.reshape(x.shape) * scale + bias).astype(self.dtype)
+    y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
+    return (y * scale + bias).astype(self.dtype)
+
+
 class ConvBN(nn.Module):
   """Conv (no bias), BatchNorm, optional ReLU: the unit the whole network is made of."""
   features: int

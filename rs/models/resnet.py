@@ -39,6 +39,8 @@ class ResNet(nn.Module):
   dropout_rate: float = 0.25
   bn_momentum: float = 0.0
   bn_epsilon: float = 1e-5
+  # Examples per BN statistics group in training (TPU: the per-core batch); None: the batch.
+  bn_group_size: int | None = None
   dtype: Any = jnp.float32
   # Pad with jnp.pad before VALID convs (TF1's form) instead of padding inside the conv. Same
   # numbers; rs.summary uses it so XLA counts padded taps, the paper's FLOP convention.
@@ -66,9 +68,9 @@ class ResNet(nn.Module):
                                  self.conv_lowering))
     # Flax, like TF, keeps `momentum` of the old statistics: the official momentum 0 stores
     # the latest batch's statistics, and the EMA of the state averages them for evaluation.
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=self.bn_momentum, epsilon=self.bn_epsilon, use_fast_variance=False,
-                             dtype=self.dtype)
+    norm = functools.partial(layers.GroupBatchNorm, use_running_average=not train,
+                             group_size=self.bn_group_size, momentum=self.bn_momentum,
+                             epsilon=self.bn_epsilon, dtype=self.dtype)
     conv_bn = functools.partial(layers.ConvBN, conv=conv, norm=norm,
                                 explicit_padding=self.explicit_padding)
     w = functools.partial(scaled, width_multiplier=self.width_multiplier)
