@@ -96,3 +96,26 @@ def test_eval_step_counts_only_unmasked_examples(tiny):
   correct = np.argmax(np.asarray(logits), -1) == batch['label']
   assert float(sums['count']) == 11
   assert float(sums['top1']) == correct[:11].sum()
+
+
+def test_bfloat16_training_agrees_with_float32_on_real_images(tiny):
+  """Same initial weights, same real Fashion-MNIST batches: bfloat16 compute (8 significant
+  bits, ~0.4% per rounding) follows the float32 run: losses within 2%, and after 3 updates the
+  parameters differ by under 2% of their norm."""
+  from rs.data import pipeline as pipeline_lib
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  batches = [pipeline_lib.create_pipeline(tiny()).train_batch(s) for s in range(3)]
+  runs = {}
+  for dtype in ('float32', 'bfloat16'):
+    _, state, train = make(tiny(dtype=dtype), mesh)
+    losses = []
+    for batch in batches:
+      state, metrics = train(state, sharding.to_global(batch, mesh))
+      losses.append(float(metrics['loss']))
+    runs[dtype] = losses, jax.device_get(state.params)
+  (l32, p32), (l16, p16) = runs['float32'], runs['bfloat16']
+  np.testing.assert_allclose(l16, l32, rtol=2e-2)
+  diff = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(p16),
+                                                          jax.tree.leaves(p32))))
+  norm = np.sqrt(sum(np.sum(a ** 2) for a in jax.tree.leaves(p32)))
+  assert diff / norm < 2e-2
