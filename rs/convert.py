@@ -69,7 +69,7 @@ def timm_name(path: tuple[str, ...], deep_stem: bool, avg_down: bool) -> str:
   return f'{block}.{"conv" if sub == "conv" else "bn"}{n}.{suffix}'
 
 
-def _to_rs_layout(name: str, value: np.ndarray) -> np.ndarray:
+def _to_rs_layout(value: np.ndarray) -> np.ndarray:
   if value.ndim == 4:  # conv: PyTorch OIHW -> Flax HWIO
     return value.transpose(2, 3, 1, 0)
   if value.ndim == 2:  # linear: (out, in) -> (in, out)
@@ -102,7 +102,7 @@ def from_timm(state_dict: Mapping[str, Any], model_name: str, **overrides) -> di
     if key not in state:
       raise ConversionError(f'{key} not in the checkpoint (needed for rs {"/".join(path)}); '
                             f'is it a timm {model_name}?')
-    value = _to_rs_layout(key, state[key])
+    value = _to_rs_layout(state[key])
     if value.shape != want.shape:
       raise ConversionError(f'{key} has shape {state[key].shape}, rs {"/".join(path)} needs '
                             f'{want.shape} (after layout change); wrong --model, --stage_sizes or '

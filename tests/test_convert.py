@@ -1,4 +1,5 @@
 """rs's network against timm's independent ResNet-RS, through rs.convert (issue 3)."""
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,10 +81,10 @@ def test_every_rs_variable_is_filled_exactly_once():
   model = create_model('resnetrs50')
   want = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
   flat = lambda t: {'/'.join(k): v.shape for k, v in
-                    __import__('flax').traverse_util.flatten_dict(dict(t)).items()}
+                    flax.traverse_util.flatten_dict(dict(t)).items()}
   assert flat(variables) == flat(want)
   used = {convert.timm_name(path, deep_stem=True, avg_down=True)
-          for path in __import__('flax').traverse_util.flatten_dict(variables)}
+          for path in flax.traverse_util.flatten_dict(variables)}
   assert len(used) == len(flat(want))  # no two rs variables read the same tensor
   assert used == {k for k in state if not k.endswith('num_batches_tracked')}
 

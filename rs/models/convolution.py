@@ -5,7 +5,7 @@ compares every form with `lax.conv_general_dilated`, values and gradients); only
 XLA compiles does. Measured on the 2-core CPU (docs/performance.md): XLA:CPU computes the weight
 gradient of a 1x1 convolution as a convolution over a transposed copy of the activations, and
 strided 3x3 convolutions (and their input gradients) through a slow generic path. Written as a
-matmul and as a space-to-depth convolution, the embedded default's training step runs ~1.2x
+matmul and as a space-to-depth convolution, the embedded default's training step runs ~1.1x
 faster. On TPU and GPU the native form is kept until issue 5's benchmark says otherwise.
 """
 import jax
