@@ -39,15 +39,20 @@ def get_config():
   c.model.zero_init_last_bn = placeholder(bool)
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = 'imagenet2012'  # a tfds name
+  # A tfds name (prepared in data_dir, or prepared on first use: imagenet2012 from manual_dir),
+  # or 'folder': your own images in data_dir/SPLIT/CLASS/*.jpg|png (splits are folder names).
+  c.data.name = 'imagenet2012'
   c.data.data_dir = placeholder(str)  # tfds data_dir (local or gs://); None: tfds default
-  c.data.manual_dir = placeholder(str)  # where manually downloaded source files lie
+  c.data.manual_dir = placeholder(str)  # where manually downloaded files lie (imagenet2012)
   c.data.image_size = 160
   c.data.train_split = 'train'
   c.data.eval_split = 'validation'
   c.data.mean = IMAGENET_MEAN  # per channel, on the 0..255 scale
   c.data.std = IMAGENET_STD
-  c.data.augment = 'inception_crop'  # train: 'inception_crop' (+ flip) or 'pad_crop' (+ flip)
+  # 'inception_crop' (+ flip, RandAugment): streamed with tf.data, the ImageNet recipe;
+  # 'pad_crop' (+ flip): small images held in memory (Fashion-MNIST).
+  c.data.augment = 'inception_crop'
+  c.data.resize_method = 'bicubic'  # TF1's (official); 'bilinear' is the TF2 code's choice
   c.data.crop_padding = 4  # 'pad_crop': the largest shift, in pixels
   # Eval: center crop min(H, W) * S / (S + eval_crop_padding) (the release-time rule), or a
   # fixed eval_crop_fraction (the official code since Nov 2021: 0.875); bicubic resize to S.
@@ -55,8 +60,14 @@ def get_config():
   c.data.eval_crop_fraction = placeholder(float)
   c.data.randaugment_layers = 2  # N; 0 turns RandAugment off
   c.data.randaugment_magnitude = 10  # M
-  c.data.shuffle_buffer = 16 * 1024
+  # TF1's Contrast blends towards (pixel count)/256 instead of the mean; 'true' uses the mean.
+  c.data.randaugment_contrast_mean = 'official'
+  c.data.shuffle_buffer = 16 * 1024  # encoded records; per-epoch order from (seed, epoch)
   c.data.prefetch_batches = 2  # batches the host prepares ahead of the device
+  c.data.threads = placeholder(int)  # tf.data's private thread pool; None: the host's CPUs
+  # Keep decoded images in host memory after the first epoch: for small datasets only (ImageNet
+  # decoded is ~110 GB per host copy); crops and augmentation stay random every epoch.
+  c.data.cache_decoded = False
 
   c.batch_size = 4096  # global, over all devices and hosts
   c.eval_batch_size = 1024

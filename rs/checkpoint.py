@@ -8,6 +8,18 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 
+def _plain_cpu_transfers() -> None:
+  """On CPU, save each array from one replica instead of slicing it over all of them.
+
+  orbax's replica-parallel saving splits a replicated array's device-to-host copy over its
+  replicas, which pays on accelerators; on (fake multi-device) CPU it costs ~70 ms per array:
+  measured 22 s vs 0.4 s to start saving 317 replicated arrays (7.9 MiB) on 8 CPU devices.
+  """
+  if jax.default_backend() == 'cpu':
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+
 class Checkpointer:
   """Saves the whole TrainState under `directory/<step>/state` every `every_steps` steps.
 
@@ -20,6 +32,7 @@ class Checkpointer:
     if every_steps < 1 or keep < 1:
       raise ValueError(f'checkpoint_every_steps={every_steps} and keep_checkpoints={keep} must '
                        'both be >= 1')
+    _plain_cpu_transfers()
     options = ocp.CheckpointManagerOptions(
         save_decision_policy=policies.AnySavePolicy([
             policies.FixedIntervalPolicy(every_steps),
@@ -76,6 +89,7 @@ def abstract_like(tree, sharding):
 def save_variables(directory: str, variables, meta: dict) -> None:
   directory = epath.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
+  _plain_cpu_transfers()
   with ocp.StandardCheckpointer() as saver:
     saver.save(directory / 'variables', variables, force=True)
   (directory / 'model.json').write_text(json.dumps(meta, indent=2))

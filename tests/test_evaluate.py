@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rs.data import tf_preprocess, tfds_pipeline
+from rs.data import records, streaming, tf_preprocess
 
 skimage_data = pytest.importorskip('skimage.data')
 tfds = pytest.importorskip('tensorflow_datasets')
@@ -29,9 +29,13 @@ def photo_dataset(tmp_path_factory):
   return data_dir
 
 
+def eval_pipeline(source, image_size, eval_batch_size, split='validation'):
+  return streaming.StreamingPipeline(source, 'train', split, image_size, batch_size=8,
+                                     eval_batch_size=eval_batch_size)
+
+
 def test_eval_batches_cover_the_split_once_with_official_preprocessing(photo_dataset):
-  pipeline = tfds_pipeline.TfdsEvalPipeline('rs_photos', 'validation', photo_dataset,
-                                            image_size=64, eval_batch_size=2)
+  pipeline = eval_pipeline(records.TfdsRecords('rs_photos', photo_dataset), 64, 2)
   batches = list(pipeline.eval_iter())
   assert len(batches) == pipeline.num_eval_batches == 3  # 2 + 2 + 1 padded
   mask = np.concatenate([b['mask'] for b in batches])
@@ -51,12 +55,12 @@ def test_eval_batches_cover_the_split_once_with_official_preprocessing(photo_dat
 def test_missing_dataset_says_where_it_looked_and_how_to_prepare(tmp_path):
   with pytest.raises(FileNotFoundError, match=rf'{tmp_path}.*tfds build imagenet2012 '
                      r'--manual_dir'):
-    tfds_pipeline.TfdsEvalPipeline('imagenet2012', 'validation', str(tmp_path), 160, 8)
+    records.TfdsRecords('imagenet2012', str(tmp_path))
 
 
 def test_unknown_split_is_a_clear_error(photo_dataset):
   with pytest.raises(ValueError, match=r"splits \['validation'\], not 'test'"):
-    tfds_pipeline.TfdsEvalPipeline('rs_photos', 'test', photo_dataset, 64, 2)
+    eval_pipeline(records.TfdsRecords('rs_photos', photo_dataset), 64, 2, split='test')
 
 
 def test_evaluate_command_without_weights_or_data_fails_clearly(tmp_path):

@@ -12,7 +12,7 @@ from typing import Iterator
 import jax
 import numpy as np
 
-from rs.data import preprocess, sources, tfds_pipeline
+from rs.data import preprocess, sources, streaming
 
 AUGMENTS = ('pad_crop', 'none')
 
@@ -102,14 +102,20 @@ class ArrayPipeline:
     return -(-len(self.eval) // self.eval_batch_size)
 
 
-def create_pipeline(config) -> ArrayPipeline:
-  """The input pipeline the config asks for."""
+def create_pipeline(config, prepare: bool = True):
+  """The input pipeline the config asks for.
+
+  data.augment 'pad_crop' is the small-image recipe: the whole dataset in memory (Fashion-MNIST,
+  CIFAR-sized tfds sets). 'inception_crop' streams with tf.data (rs.data.streaming): ImageNet
+  and any tfds or class-folder dataset, with the official preprocessing and RandAugment.
+  With `prepare`, an unprepared tfds dataset is prepared first (single host only).
+  """
   d = config.data
-  if d.name != 'fashion_mnist':
-    raise NotImplementedError(
-        f'data.name={d.name!r}: this version of rs trains on in-memory datasets '
-        "(--config.data.name=fashion_mnist); the tf.data pipeline for ImageNet-scale tfds "
-        'datasets (inception crop, RandAugment) is tracked in issue 4.')
+  if d.augment == 'inception_crop':
+    return streaming.create(config, prepare=prepare and jax.process_count() == 1)
+  if d.augment != 'pad_crop':
+    raise ValueError(f"data.augment={d.augment!r}: use 'inception_crop' (streamed, ImageNet "
+                     "recipe) or 'pad_crop' (in-memory small images)")
   train = sources.load_array_split(d.name, d.train_split, d.data_dir, d.manual_dir)
   evaluation = sources.load_array_split(d.name, d.eval_split, d.data_dir, d.manual_dir)
   resize = lambda s: dataclasses.replace(s, images=preprocess.resize(s.images, d.image_size))
@@ -119,10 +125,5 @@ def create_pipeline(config) -> ArrayPipeline:
 
 
 def create_eval_pipeline(config):
-  """Only the evaluation side: in-memory sets as for training, others streamed from tfds."""
-  d = config.data
-  if d.name == 'fashion_mnist':
-    return create_pipeline(config)
-  return tfds_pipeline.TfdsEvalPipeline(
-      d.name, d.eval_split, d.data_dir, d.image_size, config.eval_batch_size,
-      crop_padding=d.eval_crop_padding, crop_fraction=d.eval_crop_fraction)
+  """Only the evaluation side (nothing is prepared or downloaded)."""
+  return create_pipeline(config, prepare=False)

@@ -1,5 +1,12 @@
 """TensorFlow (tf.data) preprocessing of ImageNet-style images, as the official TF1 code does it.
 
+Training (facts sheet 4.1): an Inception-style random crop (`sample_distorted_bounding_box`:
+min object covered 0.1, aspect 3/4..4/3, area 0.08..1, 10 attempts; when it gives up, i.e.
+returns the whole image, the eval center crop instead), decoded with the crop fused into the
+JPEG decoder, TF1's bicubic resize to S x S, a random horizontal flip, then RandAugment on a
+clipped uint8 copy. Randomness is stateless: each image's crop, flip and RandAugment are a pure
+function of its `seed`, so a resumed run repeats an uninterrupted one exactly.
+
 Evaluation (facts sheet 4.2): a center crop of side min(H, W) * S / (S + crop_padding),
 offset ((H - side + 1) // 2, (W - side + 1) // 2), then TF1's bicubic resize
 (`tf.compat.v1.image.resize_bicubic`: no half-pixel centers) to S x S. The release-time rule is
@@ -8,6 +15,15 @@ code later switched to a fixed fraction of 0.875, available as `crop_fraction=0.
 Images stay float on the 0..255 scale; rs.step.normalize applies the mean/std on device.
 """
 import tensorflow as tf
+
+from rs.data import randaugment
+
+# The official inception crop's constants (TF1 resnet_preprocessing.py, facts sheet 4.1).
+MIN_OBJECT_COVERED = 0.1
+ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
+AREA_RANGE = (0.08, 1.0)
+MAX_ATTEMPTS = 10
+RESIZE_METHODS = ('bicubic', 'bilinear')
 
 
 def center_crop_window(height, width, image_size: int, crop_padding: int = 32,
@@ -58,3 +74,83 @@ def eval_image_from_bytes(image_bytes: tf.Tensor, image_size: int, crop_padding:
     return eval_image(decode_rgb(image_bytes), image_size, crop_padding, crop_fraction)
 
   return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+
+
+def resize(image: tf.Tensor, image_size: int, method: str = 'bicubic') -> tf.Tensor:
+  """'bicubic': TF1's (official TF1 code); 'bilinear': TF2's half-pixel bilinear (TF2 code)."""
+  if method == 'bicubic':
+    return resize_bicubic(image, image_size)
+  if method == 'bilinear':
+    return tf.image.resize(image, [image_size, image_size], method='bilinear')
+  raise ValueError(f'data.resize_method={method!r}: use one of {RESIZE_METHODS}')
+
+
+def inception_crop_window(image_shape: tf.Tensor, seed: tf.Tensor, image_size: int,
+                          crop_padding: int = 32) -> tf.Tensor:
+  """[top, left, height, width] of the official random crop for an image of `image_shape`.
+
+  sample_distorted_bounding_box returns the whole image when none of its attempts fits; the
+  official code treats any whole-image result that way and takes the eval center crop.
+  """
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      image_shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+      seed=seed, min_object_covered=MIN_OBJECT_COVERED, aspect_ratio_range=ASPECT_RATIO_RANGE,
+      area_range=AREA_RANGE, max_attempts=MAX_ATTEMPTS, use_image_if_no_bounding_boxes=True)
+  height, width = image_shape[0], image_shape[1]
+  whole = tf.logical_and(tf.equal(size[0], height), tf.equal(size[1], width))
+  top, left, side = center_crop_window(height, width, image_size, crop_padding)
+  return tf.where(whole, tf.stack([top, left, side, side]),
+                  tf.stack([begin[0], begin[1], size[0], size[1]]))
+
+
+def decode_crop(image_bytes: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
+  """The `window` ([top, left, height, width]) of an encoded image as uint8 (h, w, 3).
+
+  JPEGs decode only the window (`decode_and_crop_jpeg`, the official code's fused op: a
+  fraction of the work for small crops); other formats decode whole, then crop.
+  """
+  return tf.cond(
+      tf.io.is_jpeg(image_bytes),
+      lambda: tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3),
+      lambda: tf.image.crop_to_bounding_box(decode_rgb(image_bytes), window[0], window[1],
+                                            window[2], window[3]))
+
+
+def image_shape(image_bytes: tf.Tensor) -> tf.Tensor:
+  """(H, W, 3) of an encoded image; JPEG headers are read without decoding."""
+  return tf.cond(tf.io.is_jpeg(image_bytes),
+                 lambda: tf.image.extract_jpeg_shape(image_bytes),
+                 lambda: tf.shape(decode_rgb(image_bytes), out_type=tf.int32))
+
+
+def augment(image: tf.Tensor, seed: tf.Tensor, randaugment_layers: int = 0,
+            randaugment_magnitude: float = 10, contrast_mean: str = 'official') -> tf.Tensor:
+  """Resized float image -> flipped, RandAugmented image (uint8 with RandAugment, as official;
+  float 0..255 without it, where TF1 also keeps the bicubic overshoot)."""
+  flip_seed, ra_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  if randaugment_layers:
+    image = tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
+    image = randaugment.distort(image, randaugment_layers, randaugment_magnitude, ra_seed,
+                                contrast_mean=contrast_mean)
+  return image
+
+
+def train_image(image: tf.Tensor, image_size: int, seed: tf.Tensor,
+                randaugment_layers: int = 0, randaugment_magnitude: float = 10,
+                resize_method: str = 'bicubic', crop_padding: int = 32,
+                contrast_mean: str = 'official') -> tf.Tensor:
+  """The official `preprocess_for_train` (then RandAugment) -> (S, S, 3).
+
+  `image` is encoded bytes (tf.string; JPEGs decode only the crop) or an already decoded
+  uint8 (H, W, 3) image (the decoded-image cache).
+  """
+  crop_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  if image.dtype == tf.string:
+    window = inception_crop_window(image_shape(image), crop_seed, image_size, crop_padding)
+    image = decode_crop(image, window)
+  else:
+    window = inception_crop_window(tf.shape(image), crop_seed, image_size, crop_padding)
+    image = tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
+  return augment(resize(image, image_size, resize_method), augment_seed, randaugment_layers,
+                 randaugment_magnitude, contrast_mean)

@@ -1,0 +1,199 @@
+"""Where streamed examples come from: encoded images and labels, this host's share, in order.
+
+Two sources give the same thing, a tf.data dataset of {'image': encoded bytes, 'label': int32}:
+- `TfdsRecords`: a prepared tfds dataset (any image-classification builder: imagenet2012 from
+  its manual-download directory, tf_flowers, ...), read straight from its record files;
+- `FolderRecords`: the user's own images, ROOT/SPLIT/CLASS/*.jpg|png (classes: the sorted
+  sub-folders of the training split).
+
+Each host reads its own even share of a split. With an `order_seed`, the order is a pure
+function of that seed: files (or file pieces) are permuted statelessly, interleaved
+deterministically and shuffled with a seeded buffer, so the pipeline can rebuild any epoch
+from (seed, epoch) alone and a resumed run needs no iterator state.
+"""
+import os
+
+import numpy as np
+import tensorflow as tf
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
+
+
+def _int64_hash(seed: tf.Tensor) -> tf.Tensor:
+  """A scalar int64 derived from a stateless [2] seed (tf.data's shuffle takes one int)."""
+  return tf.random.stateless_uniform([], seed, minval=None, maxval=None, dtype=tf.int64)
+
+
+def _permute(tensors: tuple, order_seed) -> tuple:
+  """The same stateless permutation of each tensor's first axis (identity without a seed)."""
+  if order_seed is None:
+    return tensors
+  order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(tensors[0])[0]),
+                                                   seed=order_seed)
+  return tuple(tf.gather(t, order) for t in tensors)
+
+
+def prepare_hint(name: str) -> str:
+  if name.startswith('imagenet2012'):
+    return ('download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org '
+            'into a folder and pass --config.data.manual_dir=FOLDER (rs prepares it once into '
+            'data_dir; or run `tfds build imagenet2012 --manual_dir=FOLDER --data_dir=DATA_DIR`'
+            ' and pass --config.data.data_dir=DATA_DIR)')
+  return f'`tfds build {name} --data_dir=DATA_DIR` and pass --config.data.data_dir=DATA_DIR'
+
+
+def open_builder(name: str, data_dir: str | None, manual_dir: str | None = None,
+                 prepare: bool = False):
+  """The prepared tfds builder, or a one-line error saying where it looked and what to do.
+
+  With `prepare` (single-host training), an unprepared dataset is prepared first: from
+  `manual_dir` for manual-download datasets (imagenet2012), else by tfds's download.
+  """
+  import tensorflow_datasets as tfds
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:  # unknown name, unreadable data_dir
+    raise FileNotFoundError(f'tfds dataset {name!r} unavailable in '
+                            f'{data_dir or "the default data_dir"} ({e}); {prepare_hint(name)}'
+                            ) from None
+  if not builder.is_prepared() and prepare and (manual_dir or not name.startswith('imagenet')):
+    try:
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    except Exception as e:
+      first_line = str(e).strip().split('\n')[0][:200]
+      raise FileNotFoundError(f'could not prepare {name} in {builder.data_dir} '
+                              f'({type(e).__name__}: {first_line}); {prepare_hint(name)}'
+                              ) from None
+  if not builder.is_prepared():
+    raise FileNotFoundError(f'no prepared {name} in {builder.data_dir}; {prepare_hint(name)}')
+  return builder
+
+
+class TfdsRecords:
+  """Encoded examples of a prepared tfds dataset, read from its record files."""
+
+  def __init__(self, name: str, data_dir: str | None = None, manual_dir: str | None = None,
+               prepare: bool = False):
+    import tensorflow_datasets as tfds
+    self._tfds = tfds
+    self.name = name
+    self.builder = open_builder(name, data_dir, manual_dir, prepare)
+    info = self.builder.info
+    if info.file_format.value != 'tfrecord':
+      raise ValueError(f'{name} is stored as {info.file_format.value}; rs streams tfrecord '
+                       'datasets: rebuild it with `tfds build --file_format=tfrecord`')
+    self.image_key, self.label_key = info.supervised_keys or ('image', 'label')
+    self.num_classes = info.features[self.label_key].num_classes
+
+  def _check_split(self, split: str) -> None:
+    base = split.split('[')[0]
+    if base not in self.builder.info.splits:
+      raise ValueError(f'{self.name} has splits {sorted(self.builder.info.splits)}, '
+                       f'not {base!r}')
+
+  def num_examples(self, split: str, host: int = 0, hosts: int = 1) -> int:
+    """Examples in `split`, or in host `host`'s share of it when `hosts` > 1."""
+    self._check_split(split)
+    part = self._tfds.even_splits(split, n=hosts)[host] if hosts > 1 else split
+    return self.builder.info.splits[part].num_examples
+
+  def records(self, split: str, host: int = 0, hosts: int = 1, order_seed=None,
+              shuffle_buffer: int = 16 * 1024) -> tf.data.Dataset:
+    """Host `host`'s share of `split`; in file order, or seeded-shuffled with `order_seed`."""
+    self._check_split(split)
+    part = self._tfds.even_splits(split, n=hosts)[host] if hosts > 1 else split
+    pieces = [p for p in self.builder.info.splits[part].file_instructions if p.take != 0]
+    files, skips, takes = _permute((tf.constant([p.filename for p in pieces]),
+                                    tf.constant([p.skip for p in pieces], tf.int64),
+                                    tf.constant([p.take for p in pieces], tf.int64)),
+                                   order_seed)
+    ds = tf.data.Dataset.from_tensor_slices((files, skips, takes)).interleave(
+        lambda f, skip, take: tf.data.TFRecordDataset(f, buffer_size=8 << 20).skip(skip)
+        .take(take),
+        cycle_length=min(16, len(pieces)), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+    if order_seed is not None:
+      ds = ds.shuffle(shuffle_buffer, seed=_int64_hash(order_seed))
+    features = self.builder.info.features
+    decoders = {self.image_key: self._tfds.decode.SkipDecoding()}
+
+    def parse(serialized):
+      example = features.deserialize_example(serialized, decoders=decoders)
+      return {'image': example[self.image_key],
+              'label': tf.cast(example[self.label_key], tf.int32)}
+
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+class FolderRecords:
+  """Images in ROOT/SPLIT/CLASS/NAME.{jpg,jpeg,png,bmp,gif}; classes from `class_split`."""
+
+  def __init__(self, root: str, class_split: str = 'train'):
+    if not tf.io.gfile.isdir(root):
+      raise FileNotFoundError(f'data.data_dir={root!r} is not a folder: for data.name=folder '
+                              'point it at ROOT with ROOT/SPLIT/CLASS/image files')
+    self.name = 'folder'
+    self.root = root
+    self.classes = self._class_names(class_split)
+    self.num_classes = len(self.classes)
+    self._files = {}
+
+  def _split_dir(self, split: str) -> str:
+    path = os.path.join(self.root, split)
+    if not tf.io.gfile.isdir(path):
+      splits = sorted(d.rstrip('/') for d in tf.io.gfile.listdir(self.root)
+                      if tf.io.gfile.isdir(os.path.join(self.root, d)))
+      raise ValueError(f'{self.root} has split folders {splits}, not {split!r}')
+    return path
+
+  def _class_names(self, split: str) -> list[str]:
+    path = self._split_dir(split)
+    classes = sorted(d.rstrip('/') for d in tf.io.gfile.listdir(path)
+                     if tf.io.gfile.isdir(os.path.join(path, d)))
+    if not classes:
+      raise ValueError(f'{path} has no class sub-folders (expected {path}/CLASS/image.jpg)')
+    return classes
+
+  def files(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(paths, labels) of every image in `split`, sorted by class then file name."""
+    if split not in self._files:
+      path = self._split_dir(split)
+      paths, labels = [], []
+      for name in self._class_names(split):
+        if name not in self.classes:
+          raise ValueError(f'{path}/{name} is not a class of the training split '
+                           f'({len(self.classes)} classes from {self.root})')
+        folder = os.path.join(path, name)
+        images = sorted(f for f in tf.io.gfile.listdir(folder)
+                        if f.lower().endswith(IMAGE_EXTENSIONS))
+        paths += [os.path.join(folder, f) for f in images]
+        labels += [self.classes.index(name)] * len(images)
+      if not paths:
+        raise ValueError(f'no {"/".join(IMAGE_EXTENSIONS)} files under {path}/CLASS/')
+      self._files[split] = (np.array(paths), np.array(labels, np.int32))
+    return self._files[split]
+
+  def num_examples(self, split: str, host: int = 0, hosts: int = 1) -> int:
+    return len(self.files(split)[0][host::hosts])
+
+  def records(self, split: str, host: int = 0, hosts: int = 1, order_seed=None,
+              shuffle_buffer: int = 0) -> tf.data.Dataset:
+    """Host `host`'s share (every hosts-th file); fully permuted with `order_seed`."""
+    del shuffle_buffer  # a file list is permuted whole: no buffer needed
+    paths, labels = self.files(split)
+    paths, labels = _permute((tf.constant(paths[host::hosts]),
+                              tf.constant(labels[host::hosts])), order_seed)
+    return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
+        lambda path, label: {'image': tf.io.read_file(path), 'label': label},
+        num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def open_source(data, prepare: bool = False):
+  """The record source `data` (a config's data section) names."""
+  if data.name == 'folder':
+    if not data.data_dir:
+      raise ValueError('data.name=folder needs --config.data.data_dir=ROOT '
+                       '(ROOT/SPLIT/CLASS/image files)')
+    return FolderRecords(data.data_dir, data.train_split.split('[')[0])
+  return TfdsRecords(data.name, data.data_dir, data.manual_dir, prepare)

@@ -1,0 +1,1 @@
+"""Small command-line tools over the library (each also callable from Python)."""
