@@ -119,7 +119,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # Compile on the first batch and check the step fits the device before running it.
     first = next(batches)
     train_fn = train_fn.lower(state, sharding.to_global(first, mesh)).compile()
-    memory.check_fits(train_fn, 'The train step', memory.device_limit(mesh.devices.flat[0]))
+    local_device = next(d for d in mesh.devices.flat if d.process_index == jax.process_index())
+    memory.check_fits(train_fn, 'The train step', memory.device_limit(local_device))
     batches = itertools.chain([first], batches)
   for step in range(start_step + 1, total_steps + 1):
     with jax.profiler.StepTraceAnnotation('train', step_num=step):

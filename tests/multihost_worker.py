@@ -1,0 +1,36 @@
+"""One process of a multi-process (multi-host) CPU run, started by tests/test_multihost.py.
+
+  python tests/multihost_worker.py PROCESS_ID NUM_PROCESSES PORT WORKDIR [PHOTO_ROOT]
+
+Each process has 2 CPU devices; they talk through jax.distributed (gloo collectives), exactly
+as TPU VM hosts do. Prints one `RESULT {json}` line per run.
+"""
+import json
+import os
+import sys
+
+os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import jax  # noqa: E402
+
+process_id, num_processes, port, workdir = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
+                                            sys.argv[4])
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+jax.distributed.initialize(f'localhost:{port}', num_processes=num_processes,
+                           process_id=process_id)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from conftest import tiny_config  # noqa: E402
+from rs import train  # noqa: E402
+
+os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'  # conftest asks for 8
+
+result = train.train_and_evaluate(tiny_config(), os.path.join(workdir, 'fashion'))
+print('RESULT', json.dumps({'run': 'fashion', 'process': jax.process_index(),
+                            'devices': jax.device_count(), **result}), flush=True)
+if len(sys.argv) > 5:
+  from test_sources_e2e import rs_config
+  config = rs_config(name='folder', data_dir=sys.argv[5])
+  result = train.train_and_evaluate(config, os.path.join(workdir, 'folder'))
+  print('RESULT', json.dumps({'run': 'folder', 'process': jax.process_index(), **result}),
+        flush=True)
