@@ -4,15 +4,29 @@
   python -m rs.bench_input --config=configs/rs50_i160.py --data=/tmp/photos
 
 Both pipelines read the same JPEG files (DIR/train/CLASS/*.jpg) and apply the official
-training steps in the official order (inception crop, bicubic resize to the config's
-resolution, flip, RandAugment N/M of the config, same RandAugment ops) into batches:
-- 'plain': what a straightforward tf.data port does: decode the whole JPEG, crop,
-  stateful random ops, tf.data's default options;
-- 'rs': rs.data.streaming as training runs it: the crop fused into the decoder
-  (`decode_and_crop_jpeg` reads only the window), stateless per-image seeds, a private
-  thread pool of --threads with one thread per op.
-They alternate in rounds of --batches batches; the medians give images/s, images/s per core
-and the ratio rs / plain. --json prints one JSON object.
+training steps in the official order: inception crop (same sampling parameters, centre crop
+when the sampler gives up), TF1 bicubic resize to the config's resolution, random flip,
+RandAugment with the config's N and M over the same 16 ops with the same arguments, into
+uint8 batches. What differs:
+
+| | 'plain' (a straightforward tf.data port) | 'rs' (rs.data.streaming, as training runs) |
+|---|---|---|
+| decode | whole JPEG, then `tf.slice` the crop | `decode_and_crop_jpeg`: only the window |
+| randomness | stateful crop sampler and flip | stateless, from (seed, position) |
+| op choice | per layer 16 `tf.cond`s in a row (official) | per layer one `tf.switch_case` |
+| RandAugment ops | rs.data.randaugment_plain: per-channel loops, `tf.where` masks, depthwise conv (Sharpness), projective transform (Translate) | rs.data.randaugment: the same ops reformulated for TF's CPU kernels, bit-identical outputs (tests/test_randaugment_fast.py; Sharpness exact, within one level) |
+| tf.data | default options, private pool of --threads | private pool of --threads, one thread per op, deterministic order |
+
+Both RandAugments draw the op choice, signs and Cutout centres from the same seeds in the
+same way; the crops differ (stateful vs stateless sampling), which only changes the work by
+the crop size distribution, the same for both.
+
+Measurement: the pipelines alternate for --rounds rounds; each round starts a fresh iterator,
+discards --warmup batches and times --batches batches, then drops the iterator, so that no
+pipeline works in the background while the other is timed. Medians give images/s (wall clock,
+and per core: / --threads) and images per CPU-second (process CPU time, all threads), which
+other load on the machine does not change; and both ratios rs / plain. --json prints one
+JSON object.
 """
 import json
 import os
@@ -22,7 +36,24 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from rs.data import randaugment, records, streaming, tf_preprocess
+from rs.data import randaugment, randaugment_plain, records, streaming, tf_preprocess
+
+
+def cond_chain_randaugment(image, num_layers: int, magnitude: float, seed):
+  """RandAugment dispatched as the official code does: per layer, 16 `tf.cond`s in a row, each
+  applying its op when it is the chosen one, with the plain op formulations
+  (rs.data.randaugment_plain). Same seeds and draws as rs.data.randaugment.distort, so the
+  same images as rs's RandAugment."""
+  for layer in range(num_layers):
+    layer_seed = tf.random.experimental.stateless_fold_in(seed, layer)
+    choice_seed, op_seed = tf.unstack(tf.random.experimental.stateless_split(layer_seed, 2))
+    chosen = tf.random.stateless_uniform([], choice_seed, 0, len(randaugment.OPS), tf.int32)
+    for i, name in enumerate(randaugment.OPS):
+      image = tf.cond(tf.equal(chosen, i),
+                      lambda name=name, x=image: randaugment.apply_op(
+                          x, name, magnitude, op_seed, ops=randaugment_plain.OP_FUNCTIONS),
+                      lambda x=image: x)
+  return image
 
 
 def plain_dataset(paths: np.ndarray, labels: np.ndarray, data, batch_size: int,
@@ -48,8 +79,9 @@ def plain_dataset(paths: np.ndarray, labels: np.ndarray, data, batch_size: int,
     image = tf.image.random_flip_left_right(image)
     if data.randaugment_layers:
       image = tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
-      image = randaugment.distort(image, data.randaugment_layers, data.randaugment_magnitude,
-                                  tf.stack([tf.constant(0, tf.int64), index]))
+      image = cond_chain_randaugment(image, data.randaugment_layers,
+                                     data.randaugment_magnitude,
+                                     tf.stack([tf.constant(0, tf.int64), index]))
     return {'image': image, 'label': label}
 
   ds = tf.data.Dataset.from_tensor_slices((paths, labels, tf.range(len(paths),
@@ -70,35 +102,51 @@ def rs_dataset(data_dir: str, config, batch_size: int, threads: int) -> tf.data.
   return pipeline.train_dataset(0)
 
 
-def images_per_second(iterator, batches: int, batch_size: int) -> float:
-  start = time.perf_counter()
+def timed_round(dataset: tf.data.Dataset, batch_size: int, batches: int,
+                warmup: int = 2) -> tuple[float, float]:
+  """(images/s, images per CPU-second) of `batches` batches from a fresh iterator of
+  `dataset`, after `warmup` untimed ones (thread pools, autotuning, page cache).
+
+  The iterator is dropped on return, which stops its threads: an iterator left alive keeps
+  filling its buffers in the background (measured: ~4 batches' work, 1.3-2 CPU-seconds, for
+  either pipeline here), on the cores the other pipeline's round is timing. CPU time is the
+  process's (all threads): images per CPU-second do not depend on other load on the machine.
+  """
+  iterator = dataset.as_numpy_iterator()
+  for _ in range(warmup):
+    next(iterator)
+  wall, cpu = time.perf_counter(), time.process_time()
   for _ in range(batches):
     next(iterator)
-  return batches * batch_size / (time.perf_counter() - start)
+  images = batches * batch_size
+  return images / (time.perf_counter() - wall), images / (time.process_time() - cpu)
 
 
 def benchmark(config, data_dir: str, batch_size: int = 128, batches: int = 10,
-              rounds: int = 5, threads: int | None = None) -> dict:
-  """Alternating rounds of both pipelines; medians of images/s and the ratio rs / plain."""
+              rounds: int = 5, threads: int | None = None, warmup: int = 2) -> dict:
+  """Alternating rounds of both pipelines; medians of images/s, images per CPU-second and
+  the ratios rs / plain."""
   threads = threads or os.cpu_count()
   paths, labels = records.FolderRecords(data_dir).files('train')
-  iterators = {
-      'rs': iter(rs_dataset(data_dir, config, batch_size, threads).as_numpy_iterator()),
-      'plain': iter(plain_dataset(paths, labels, config.data, batch_size,
-                                  threads).as_numpy_iterator())}
-  for it in iterators.values():  # warm up: tracing, thread pools, page cache
-    images_per_second(it, 2, batch_size)
-  rates = {name: [] for name in iterators}
+  datasets = {'rs': rs_dataset(data_dir, config, batch_size, threads),
+              'plain': plain_dataset(paths, labels, config.data, batch_size, threads)}
+  rates = {name: [] for name in datasets}
+  cpu_rates = {name: [] for name in datasets}
   for _ in range(rounds):
-    for name, it in iterators.items():
-      rates[name].append(images_per_second(it, batches, batch_size))
+    for name, dataset in datasets.items():
+      rate, cpu_rate = timed_round(dataset, batch_size, batches, warmup)
+      rates[name].append(rate)
+      cpu_rates[name].append(cpu_rate)
   result = {'image_size': config.data.image_size,
             'randaugment': [config.data.randaugment_layers, config.data.randaugment_magnitude],
             'files': len(paths), 'batch_size': batch_size, 'threads': threads}
-  for name, values in rates.items():
-    result[f'{name}_images_per_sec'] = statistics.median(values)
-    result[f'{name}_images_per_sec_per_core'] = statistics.median(values) / threads
+  for name in datasets:
+    result[f'{name}_images_per_sec'] = statistics.median(rates[name])
+    result[f'{name}_images_per_sec_per_core'] = statistics.median(rates[name]) / threads
+    result[f'{name}_images_per_cpu_sec'] = statistics.median(cpu_rates[name])
   result['ratio_rs_over_plain'] = result['rs_images_per_sec'] / result['plain_images_per_sec']
+  result['cpu_ratio_rs_over_plain'] = (result['rs_images_per_cpu_sec'] /
+                                       result['plain_images_per_cpu_sec'])
   return result
 
 
@@ -106,14 +154,16 @@ def main(argv):
   from absl import flags
   del argv
   f = flags.FLAGS
-  result = benchmark(f.config, f.data, f.batch_size, f.batches, f.rounds, f.threads)
+  result = benchmark(f.config, f.data, f.batch_size, f.batches, f.rounds, f.threads, f.warmup)
   if f.json:
     print(json.dumps(result))
     return
   for name in ('plain', 'rs'):
     print(f"{name:6s} {result[f'{name}_images_per_sec']:8.1f} images/s "
-          f"({result[f'{name}_images_per_sec_per_core']:.1f} per core)")
-  print(f"rs / plain: {result['ratio_rs_over_plain']:.2f}x  ({result['files']} files, "
+          f"({result[f'{name}_images_per_sec_per_core']:.1f} per core), "
+          f"{result[f'{name}_images_per_cpu_sec']:.1f} images per CPU-second")
+  print(f"rs / plain: {result['ratio_rs_over_plain']:.2f}x images/s, "
+        f"{result['cpu_ratio_rs_over_plain']:.2f}x per CPU-second  ({result['files']} files, "
         f"{result['image_size']}px, RandAugment {result['randaugment']}, "
         f"{result['threads']} threads)")
 
@@ -126,6 +176,7 @@ if __name__ == '__main__':
   flags.DEFINE_integer('batch_size', 128, 'Images per batch.')
   flags.DEFINE_integer('batches', 10, 'Batches per timed round.')
   flags.DEFINE_integer('rounds', 5, 'Timed rounds per pipeline (alternating).')
+  flags.DEFINE_integer('warmup', 2, 'Untimed batches at the start of each round.')
   flags.DEFINE_integer('threads', None, 'tf.data threads for both; default: all CPU cores.')
   flags.DEFINE_bool('json', False, 'Print one JSON object.')
   flags.mark_flags_as_required(['config', 'data'])

@@ -15,7 +15,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from rs import checkpoint, sharding, step as step_lib, train
+from rs import checkpoint, programs, sharding, step as step_lib, train
 from rs.data import pipeline as pipeline_lib
 from rs.state import TrainState
 
@@ -26,7 +26,7 @@ def evaluate_weights(config: ml_collections.ConfigDict, weights_dir: str,
   mesh = mesh or sharding.create_mesh()
   sharding.check_batch_size('eval_batch_size', config.eval_batch_size, mesh)
   pipeline = pipeline_lib.create_eval_pipeline(config)
-  model = train.build_model(config, pipeline.num_classes)
+  model = programs.build_model(config, pipeline.num_classes)
   shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
                           jax.numpy.zeros((1, *pipeline.image_shape)))
   replicated = sharding.replicated(mesh)

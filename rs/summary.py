@@ -23,8 +23,13 @@ def _flops(cost) -> float:
   return float(cost['flops'])
 
 
-def summarize(name: str, image_size: int, num_classes: int = 1000, **overrides) -> dict:
-  """params (trainable), batch-norm statistics, and forward GFLOPs per image (see above)."""
+def summarize(name: str, image_size: int, num_classes: int = 1000, compiled: bool = True,
+              **overrides) -> dict:
+  """params (trainable), batch-norm statistics, and forward GFLOPs per image (see above).
+
+  compiled=False skips `gflops_compiled`, which compiles the forward pass (seconds for big
+  models); `gflops` needs only the lowered program.
+  """
   x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
   # XLA's own convolutions: the CPU-friendly lowering pads stride-2 kernels (more taps counted).
   overrides = {'conv_lowering': 'native'} | overrides
@@ -33,14 +38,16 @@ def summarize(name: str, image_size: int, num_classes: int = 1000, **overrides) 
   count = lambda tree: int(sum(v.size for v in jax.tree.leaves(tree)))
   forward = lambda m: jax.jit(lambda v, img: m.apply(v, img, train=False)).lower(variables, x)
   explicit = create_model(name, num_classes=num_classes, explicit_padding=True, **overrides)
-  return {
+  result = {
       'model': name, 'image_size': image_size, 'num_classes': num_classes,
       **{k: v for k, v in overrides.items() if k != 'conv_lowering'},
       'params': count(variables['params']),
       'batch_stats': count(variables['batch_stats']),
       'gflops': _flops(forward(explicit).cost_analysis()) / 1e9,
-      'gflops_compiled': _flops(forward(model).compile().cost_analysis()) / 1e9,
   }
+  if compiled:
+    result['gflops_compiled'] = _flops(forward(model).compile().cost_analysis()) / 1e9
+  return result
 
 
 def released_table() -> str:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from rs.models import create_model
-from rs.train import build_model
+from rs.programs import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,7 +9,7 @@ import pytest
 
 from rs import optim, sharding, step
 from rs.state import create_state
-from rs.train import build_model
+from rs.programs import build_model
 
 
 def test_label_smoothed_cross_entropy_matches_formula():

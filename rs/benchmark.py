@@ -1,0 +1,320 @@
+"""Training and inference speed of a ResNet-RS, side by side with timm's, in one process.
+
+  python -m rs.benchmark --model=resnetrs50 --image_size=160 --batch_size=32 \
+      [--dtype=bfloat16] [--compare=timm] [--json]
+
+What is timed is what rs.train runs: the same jax.jit train step (forward, backward, SGD,
+BN statistics, EMA, metrics; state donated) built by rs.programs from configs/base.py with
+the model, size, batch and dtype given; inference is the jitted forward in eval mode. Inputs
+are random uint8 images already on the device, so only the device's work is timed (the input
+pipeline has its own benchmark, rs.bench_input).
+
+Measurements (one JSON object each with --json):
+- model: trainable params, forward GFLOPs per image (rs.summary's convention, the paper's);
+- matmul_peak: a large matmul in the run's dtype (bf16 x bf16 -> f32 for bfloat16) on the
+  same device, the yardstick for utilisation;
+- rs/train, rs/inference: compile seconds, median step time over the timed steps, images/s,
+  achieved GFLOP/s (training counts 3x the forward FLOPs: backward is twice the forward) and
+  that as a fraction of matmul_peak, the compiled program's memory analysis (arguments +
+  outputs not donated + temporaries) and the device's peak memory where the backend reports
+  it (GPU/TPU, not CPU);
+- with --compare=timm, timm/train and timm/inference for mode eager and compiled
+  (torch.compile): timm's `resnetrs*` of the same name, same batch, resolution and thread
+  count, SGD with nesterov momentum and label smoothing; bfloat16 means torch.autocast; with
+  --channels_last (default) in NHWC memory format, timm's fastest CPU layout;
+- ratio: rs images/s over timm's, per step kind and timm mode.
+
+Timing: after warm-up, the contenders run in alternating rounds (--rounds rounds of --steps
+steps each), and the median of every contender's step times is taken, so that a machine
+whose speed drifts over minutes (shared VMs) moves all of them alike.
+"""
+import contextlib
+import json
+import os
+import statistics
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from rs import memory, optim, programs, sharding, step as step_lib, summary
+from rs.models import MODELS
+
+TIMM_MODES = ('eager', 'compiled')
+
+
+def rs_config(model: str, image_size: int, batch_size: int, dtype: str,
+              width_multiplier: float | None = None):
+  """configs/base.py (the paper's recipe) at this model, resolution, batch and dtype."""
+  from configs import base
+  c = base.get_config()
+  c.model.name = model
+  c.model.width_multiplier = width_multiplier
+  c.data.image_size = image_size
+  c.batch_size = batch_size
+  c.dtype = dtype
+  return c
+
+
+def median_step_times(contenders: dict[str, Callable[[], None]], steps: int, rounds: int,
+                      warmup: int = 2) -> dict[str, float]:
+  """Median seconds per call of each contender (a call runs one step and waits for it).
+
+  Each contender is warmed up, then all run in alternating rounds of `steps` calls.
+  """
+  for fn in contenders.values():
+    for _ in range(warmup):
+      fn()
+  times = {name: [] for name in contenders}
+  for _ in range(rounds):
+    for name, fn in contenders.items():
+      for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(values) for name, values in times.items()}
+
+
+def matmul_peak_gflops(dtype: str, n: int | None = None, repeats: int = 10) -> float:
+  """GFLOP/s of an n x n matmul in `dtype` (bfloat16: bf16 inputs, f32 accumulation)."""
+  n = n or (2048 if jax.default_backend() == 'cpu' else 8192)
+  in_dtype = programs.DTYPES[dtype]
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(in_dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(in_dtype)
+  matmul = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
+  seconds = median_step_times({'mm': lambda: matmul(a, b).block_until_ready()}, repeats, 1)
+  return 2 * n**3 / seconds['mm'] / 1e9
+
+
+def _device_peak_bytes() -> int | None:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return stats.get('peak_bytes_in_use')
+
+
+class RsContender:
+  """rs's compiled train step and forward on one fixed random batch (on the device)."""
+
+  def __init__(self, config, num_classes: int = 1000, mesh=None, seed: int = 0):
+    self.mesh = mesh or sharding.create_mesh()
+    sharding.check_batch_size('batch_size', config.batch_size, self.mesh)
+    size = config.data.image_size
+    schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size, 0, 10_000, 100)
+    training = programs.build_training(config, self.mesh, num_classes, (size, size, 3), schedule)
+    rng = np.random.default_rng(seed)
+    self.batch = sharding.to_global({
+        'image': rng.integers(0, 256, (config.batch_size, size, size, 3), np.uint8),
+        'label': rng.integers(0, num_classes, (config.batch_size,), np.int32)}, self.mesh)
+    self.state = jax.jit(training.init, out_shardings=training.state_sharding)(
+        jax.random.key(seed))
+
+    start = time.perf_counter()
+    self.train_fn = training.train_fn.lower(self.state, self.batch).compile()
+    self.train_compile_s = time.perf_counter() - start
+
+    def forward(state, batch):
+      images = step_lib.normalize(batch['image'], config.data.mean, config.data.std)
+      variables = {'params': state.params, 'batch_stats': state.batch_stats}
+      return training.model.apply(variables, images, train=False)
+
+    start = time.perf_counter()
+    self.forward_fn = jax.jit(forward).lower(self.state, self.batch).compile()
+    self.inference_compile_s = time.perf_counter() - start
+
+  def train_step(self):
+    self.state, metrics = self.train_fn(self.state, self.batch)
+    jax.block_until_ready((self.state, metrics))
+
+  def inference_step(self):
+    self.forward_fn(self.state, self.batch).block_until_ready()
+
+  def memory(self, kind: str) -> dict:
+    compiled = self.train_fn if kind == 'train' else self.forward_fn
+    return {'memory_analysis_bytes': memory.step_bytes(compiled),
+            'device_peak_bytes': _device_peak_bytes()}
+
+
+class TimmContender:
+  """timm's model of the same name in PyTorch: a train step (SGD, nesterov momentum, label
+  smoothing, as rs's recipe) and an eval-mode forward, eager or torch.compile'd."""
+
+  def __init__(self, name: str, config, mode: str, channels_last: bool = True,
+               num_classes: int = 1000, threads: int | None = None, seed: int = 0):
+    import timm
+    import torch
+    self.torch = torch
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads or os.cpu_count())
+    self.device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    format_ = torch.channels_last if channels_last else torch.contiguous_format
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes,
+                              drop_rate=config.model.dropout_rate)
+    self.params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    self.model = model.to(self.device, memory_format=format_)
+    self.run_model = torch.compile(self.model) if mode == 'compiled' else self.model
+    self.optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.1, momentum=config.optimizer.momentum,
+        nesterov=config.optimizer.nesterov, weight_decay=config.optimizer.weight_decay)
+    self.loss = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    size, batch = config.data.image_size, config.batch_size
+    self.images = torch.randn(batch, 3, size, size, device=self.device).contiguous(
+        memory_format=format_)
+    self.labels = torch.randint(0, num_classes, (batch,), device=self.device)
+    self.autocast = (
+        (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16))
+        if config.dtype == 'bfloat16' else contextlib.nullcontext)
+    # The first call of each kind compiles (torch.compile); it is timed as compile time.
+    self.train_compile_s = self._first_call(self.train_step)
+    self.inference_compile_s = self._first_call(self.inference_step)
+
+  def _sync(self):
+    if self.device.type == 'cuda':
+      self.torch.cuda.synchronize()
+
+  def _first_call(self, fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+  def train_step(self):
+    self.model.train()
+    with self.autocast():
+      loss = self.loss(self.run_model(self.images), self.labels)
+    loss.backward()
+    self.optimizer.step()
+    self.optimizer.zero_grad(set_to_none=True)
+    self._sync()
+
+  def inference_step(self):
+    self.model.eval()
+    with self.torch.inference_mode(), self.autocast():
+      self.run_model(self.images)
+    self._sync()
+
+  def memory(self, kind: str) -> dict:
+    del kind
+    peak = (self.torch.cuda.max_memory_allocated() if self.device.type == 'cuda' else None)
+    return {'memory_analysis_bytes': None, 'device_peak_bytes': peak}
+
+
+def run(model: str = 'resnetrs50', image_size: int = 160, batch_size: int = 32,
+        dtype: str = 'float32', width_multiplier: float | None = None,
+        compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIMM_MODES,
+        channels_last: bool = True, steps: int = 5, rounds: int = 3,
+        kinds: tuple[str, ...] = ('train', 'inference'), devices: int | None = None
+        ) -> list[dict]:
+  """All measurements of one benchmark run, as a list of dicts (see the module docstring).
+
+  `devices`: how many of the local devices the batch is split over (default all).
+  """
+  if model not in MODELS:
+    raise ValueError(f'--model={model!r} is not registered; use one of {", ".join(MODELS)}')
+  if dtype not in programs.DTYPES:
+    raise ValueError(f'--dtype={dtype!r}: use one of {sorted(programs.DTYPES)}')
+  unknown = set(compare) - {'timm'}
+  if unknown:
+    raise ValueError(f'--compare={",".join(sorted(unknown))}: only timm is supported')
+  if compare and width_multiplier not in (None, 1.0):
+    raise ValueError('--compare=timm needs --width_multiplier=1 (timm has the released widths)')
+  config = rs_config(model, image_size, batch_size, dtype, width_multiplier)
+  overrides = {} if width_multiplier in (None, 1.0) else {'width_multiplier': width_multiplier}
+  model_summary = summary.summarize(model, image_size, compiled=False, **overrides)
+  forward_flops = model_summary['gflops'] * 1e9
+  mesh = sharding.create_mesh(jax.local_devices()[:devices] if devices else None)
+  common = {'model': model, 'image_size': image_size, 'batch_size': batch_size, 'dtype': dtype,
+            'backend': jax.default_backend(), 'devices': mesh.size}
+  results = [{'measurement': 'model', **common, 'params': model_summary['params'],
+              'gflops_forward': model_summary['gflops']}]
+  peak = matmul_peak_gflops(dtype)
+  results.append({'measurement': 'matmul_peak', **common, 'gflops_per_sec': peak})
+
+  contenders = {('rs', 'jax.jit'): RsContender(config, mesh=mesh)}
+  if 'timm' in compare:
+    for mode in timm_modes:
+      contenders[('timm', mode)] = TimmContender(model, config, mode, channels_last)
+  for kind in kinds:
+    seconds = median_step_times(
+        {key: getattr(c, f'{kind}_step') for key, c in contenders.items()}, steps, rounds)
+    flops_per_image = forward_flops * (3 if kind == 'train' else 1)
+    for (framework, mode), contender in contenders.items():
+      step_s = seconds[(framework, mode)]
+      images_per_sec = batch_size / step_s
+      achieved = flops_per_image * images_per_sec / 1e9
+      results.append({
+          'measurement': f'{framework}/{kind}', **common, 'framework': framework, 'mode': mode,
+          'step_ms': 1e3 * step_s, 'images_per_sec': images_per_sec,
+          'compile_s': getattr(contender, f'{kind}_compile_s'),
+          'achieved_gflops_per_sec': achieved, 'fraction_of_matmul_peak': achieved / peak,
+          **contender.memory(kind)})
+      if framework == 'timm':
+        results[-1]['params'] = contender.params
+    rs_rate = next(r['images_per_sec'] for r in results if r['measurement'] == f'rs/{kind}')
+    for r in list(results):
+      if r['measurement'] == f'timm/{kind}':
+        results.append({'measurement': 'ratio', **common, 'kind': kind,
+                        'over': f"timm/{r['mode']}",
+                        'rs_over_timm': rs_rate / r['images_per_sec']})
+  return results
+
+
+def format_text(results: list[dict]) -> str:
+  """A readable report of run()'s measurements."""
+  lines = []
+  for r in results:
+    m = r['measurement']
+    if m == 'model':
+      lines.append(f"{r['model']} @{r['image_size']}, batch {r['batch_size']}, {r['dtype']}, "
+                   f"{r['backend']} x{r['devices']}: {r['params']:,} params, "
+                   f"{r['gflops_forward']:.2f} GFLOPs forward per image")
+    elif m == 'matmul_peak':
+      lines.append(f"matmul peak ({r['dtype']}): {r['gflops_per_sec']:.0f} GFLOP/s")
+    elif m == 'ratio':
+      lines.append(f"ratio {r['kind']}: rs / {r['over']} = {r['rs_over_timm']:.2f}x")
+    else:
+      mem = r['memory_analysis_bytes'] or r['device_peak_bytes']
+      lines.append(
+          f"{m:<15} {r['mode']:<9} {r['step_ms']:9.1f} ms/step {r['images_per_sec']:8.1f} img/s "
+          f"{r['achieved_gflops_per_sec']:7.1f} GFLOP/s ({100 * r['fraction_of_matmul_peak']:.0f}%"
+          f" of peak)  compile {r['compile_s']:.1f} s"
+          + (f'  memory {mem / 2**30:.2f} GiB' if mem else ''))
+  return '\n'.join(lines)
+
+
+def define_flags():
+  flags.DEFINE_string('model', 'resnetrs50', 'A registered model name (rs.models.MODELS).')
+  flags.DEFINE_integer('image_size', 160, 'Square input resolution.')
+  flags.DEFINE_integer('batch_size', 32, 'Global batch size.')
+  flags.DEFINE_enum('dtype', 'float32', list(programs.DTYPES), 'Compute dtype.')
+  flags.DEFINE_float('width_multiplier', None, 'Channel multiplier (rs only).')
+  flags.DEFINE_list('compare', [], 'Also time these implementations: timm.')
+  flags.DEFINE_list('timm_modes', list(TIMM_MODES), 'eager and/or compiled (torch.compile).')
+  flags.DEFINE_bool('channels_last', True, "timm's inputs and weights in NHWC memory format.")
+  flags.DEFINE_integer('steps', 5, 'Timed steps per round.')
+  flags.DEFINE_integer('rounds', 3, 'Alternating rounds.')
+  flags.DEFINE_list('kinds', ['train', 'inference'], 'What to time: train and/or inference.')
+  flags.DEFINE_integer('devices', None, 'Split the batch over this many local devices '
+                       '(default: all).')
+  flags.DEFINE_bool('json', False, 'Print one JSON object per measurement.')
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  try:
+    results = run(f.model, f.image_size, f.batch_size, f.dtype, f.width_multiplier,
+                  tuple(f.compare), tuple(f.timm_modes), f.channels_last, f.steps, f.rounds,
+                  tuple(f.kinds), f.devices)
+  except ValueError as e:
+    raise app.UsageError(str(e))
+  if f.json:
+    for r in results:
+      print(json.dumps(r))
+  else:
+    print(format_text(results))
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

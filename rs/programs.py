@@ -1,0 +1,61 @@
+"""The programs a run compiles: the config's network, its state and one jax.jit per step.
+
+Kept apart from rs.train (the loop, input, checkpoints) and free of TensorFlow, so that
+rs.benchmark times exactly the training programs next to PyTorch in one process.
+"""
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from rs import optim, sharding, step as step_lib
+from rs.models import create_model
+from rs.state import create_state
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int, num_devices: int = 1):
+  """The config's network: the registered model with the config's overrides.
+
+  `model.bn_group_size` None means the per-device batch (batch_size / num_devices), the BN
+  batch of the official per-core TPU training.
+  """
+  if config.dtype not in DTYPES:
+    raise ValueError(f'dtype={config.dtype!r}: use one of {sorted(DTYPES)}')
+  overrides = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
+  overrides.setdefault('bn_group_size', config.batch_size // num_devices)
+  if 'stage_sizes' in overrides:
+    overrides['stage_sizes'] = tuple(overrides['stage_sizes'])
+  return create_model(config.model.name, num_classes=num_classes,
+                      dtype=DTYPES[config.dtype], **overrides)
+
+
+class Training(NamedTuple):
+  """What a run compiles: the network, the state's initialiser and sharding, the jitted steps."""
+  model: Any
+  init: Callable  # rng -> TrainState (jit it with out_shardings=state_sharding)
+  state_sharding: jax.sharding.NamedSharding
+  train_fn: Callable  # (state, global batch) -> (state, metrics); the state is donated
+  eval_fn: Callable  # (state, global batch) -> sums of correct predictions and loss
+
+
+def build_training(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, num_classes: int,
+                   image_shape: tuple[int, ...], schedule) -> Training:
+  """The model, optimizer and one jax.jit program per step, with explicit shardings on `mesh`:
+  the state replicated, the batch split over the 'data' axis. The train step donates the
+  state, so its buffers are updated in place. rs.benchmark times exactly these programs."""
+  model = build_model(config, num_classes, mesh.size)
+  tx = optim.create_optimizer(config.optimizer, schedule)
+  state_sharding = sharding.replicated(mesh)
+  batch_sharding = sharding.batch_sharded(mesh)
+  train_fn = jax.jit(
+      functools.partial(step_lib.train_step, model=model, tx=tx, schedule=schedule, config=config),
+      in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, state_sharding),
+      donate_argnums=(0,))
+  eval_fn = jax.jit(functools.partial(step_lib.eval_step, model=model, config=config),
+                    in_shardings=(state_sharding, batch_sharding), out_shardings=state_sharding)
+  init = functools.partial(create_state, model=model, tx=tx, image_shape=image_shape)
+  return Training(model, init, state_sharding, train_fn, eval_fn)

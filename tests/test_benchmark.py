@@ -1,0 +1,101 @@
+"""rs.benchmark: what it reports, checked against independent figures.
+
+The speed figures themselves are measurements, not test assertions (docs/performance.md);
+these tests check that the tool measures the right programs and computes its numbers right:
+parameter counts against the official ones and timm's, FLOPs against rs.summary, memory
+against the size of the state the train step must hold, ratios against their parts.
+"""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rs import benchmark, summary
+from rs.models import official
+
+pytest.importorskip('timm')
+
+
+def _by(results, measurement, **match):
+  found = [r for r in results if r['measurement'] == measurement
+           and all(r.get(k) == v for k, v in match.items())]
+  assert len(found) == 1, (measurement, match, found)
+  return found[0]
+
+
+def test_rs50_against_timm_eager_at_a_small_size():
+  """RS-50 at 32px, batch 2, one round: rs and timm's eager model side by side."""
+  results = benchmark.run('resnetrs50', image_size=32, batch_size=2, compare=('timm',),
+                          timm_modes=('eager',), steps=1, rounds=1, devices=1)
+  model = _by(results, 'model')
+  assert model['params'] == official.PARAMS['resnetrs50'] == 35_691_912
+  # The forward FLOPs are rs.summary's count at this resolution.
+  assert model['gflops_forward'] == pytest.approx(
+      summary.summarize('resnetrs50', 32, compiled=False)['gflops'])
+  assert _by(results, 'matmul_peak')['gflops_per_sec'] > 0
+
+  rs_train = _by(results, 'rs/train')
+  timm_train = _by(results, 'timm/train', mode='eager')
+  # timm's network is the same size: an independent count of the same architecture.
+  assert timm_train['params'] == model['params']
+  for r in (rs_train, timm_train, _by(results, 'rs/inference'),
+            _by(results, 'timm/inference', mode='eager')):
+    assert r['images_per_sec'] == pytest.approx(2 / (r['step_ms'] / 1e3))
+    per_image = model['gflops_forward'] * (3 if r['measurement'].endswith('train') else 1)
+    assert r['achieved_gflops_per_sec'] == pytest.approx(per_image * r['images_per_sec'])
+    assert r['fraction_of_matmul_peak'] == pytest.approx(
+        r['achieved_gflops_per_sec'] / _by(results, 'matmul_peak')['gflops_per_sec'])
+    assert r['compile_s'] > 0
+  # The train step holds at least the parameters, their momentum and their EMA in float32.
+  assert rs_train['memory_analysis_bytes'] > 3 * 4 * model['params']
+  assert rs_train['device_peak_bytes'] is None  # the CPU reports no live memory
+  for kind in ('train', 'inference'):
+    ratio = _by(results, 'ratio', kind=kind, over='timm/eager')['rs_over_timm']
+    assert ratio == pytest.approx(_by(results, f'rs/{kind}')['images_per_sec'] /
+                                  _by(results, f'timm/{kind}')['images_per_sec'])
+
+
+def test_median_step_times_alternates_and_takes_medians():
+  calls = []
+
+  def contender(name):
+    return lambda: calls.append(name)
+
+  result = benchmark.median_step_times({'a': contender('a'), 'b': contender('b')}, steps=2,
+                                       rounds=2, warmup=1)
+  assert calls == ['a', 'b'] + ['a', 'a', 'b', 'b'] * 2
+  assert set(result) == {'a', 'b'} and all(v >= 0 for v in result.values())
+
+
+def test_cli_prints_one_json_object_per_measurement():
+  """A tiny width (rs only) through the command line, as docs/performance.md runs it."""
+  out = subprocess.run(
+      [sys.executable, '-m', 'rs.benchmark', '--model=resnetrs26', '--width_multiplier=0.25',
+       '--image_size=32', '--batch_size=4', '--steps=1', '--rounds=1', '--json', '--devices=1'],
+      capture_output=True, text=True, check=True, timeout=300).stdout
+  results = [json.loads(line) for line in out.splitlines()]
+  assert [r['measurement'] for r in results] == [
+      'model', 'matmul_peak', 'rs/train', 'rs/inference']
+  assert results[0]['params'] == summary.summarize(
+      'resnetrs26', 32, compiled=False, width_multiplier=0.25)['params']
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--model=resnetrs51'], 'not registered'),
+    (['--compare=pytorch'], 'only timm'),
+    (['--compare=timm', '--width_multiplier=0.5'], 'width_multiplier=1'),
+])
+def test_cli_rejects_bad_flags_in_one_line(flags, message):
+  proc = subprocess.run([sys.executable, '-m', 'rs.benchmark', *flags],
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert message in proc.stderr
+
+
+@pytest.mark.slow
+def test_rs50_against_compiled_timm():
+  """torch.compile takes minutes on 2 cores: run by scripts/benchmark.sh, not CI."""
+  results = benchmark.run('resnetrs50', image_size=64, batch_size=4, compare=('timm',),
+                          timm_modes=('compiled',), steps=1, rounds=1, devices=1)
+  assert _by(results, 'ratio', kind='train', over='timm/compiled')['rs_over_timm'] > 0
