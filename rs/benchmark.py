@@ -2,6 +2,7 @@
 
   python -m rs.benchmark --model=resnetrs50 --image_size=160 --batch_size=32 \
       [--dtype=bfloat16] [--compare=timm] [--json]
+  python -m rs.benchmark --config=configs/fashion_mnist.py     # what a config trains
 
 What is timed is what rs.train runs: the same jax.jit train step (forward, backward, SGD,
 BN statistics, EMA, metrics; state donated) built by rs.programs from configs/base.py with
@@ -39,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+from ml_collections import config_flags
 
 from rs import memory, optim, programs, sharding, step as step_lib, summary
 from rs.models import MODELS
@@ -199,16 +201,33 @@ class TimmContender:
     return {'memory_analysis_bytes': None, 'device_peak_bytes': peak}
 
 
-def run(model: str = 'resnetrs50', image_size: int = 160, batch_size: int = 32,
-        dtype: str = 'float32', width_multiplier: float | None = None,
-        compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIMM_MODES,
+# Model fields that change the architecture (and hence params and FLOPs).
+ARCHITECTURE = ('width_multiplier', 'stage_sizes', 'se_ratio', 'stem', 'stem_pool',
+                'resnetd_shortcut')
+
+
+def architecture_overrides(config) -> dict:
+  """The config's architecture changes over its registered model."""
+  overrides = {k: config.model[k] for k in ARCHITECTURE if config.model.get(k) is not None}
+  if 'stage_sizes' in overrides:
+    overrides['stage_sizes'] = tuple(overrides['stage_sizes'])
+  if overrides.get('width_multiplier') == 1.0:
+    del overrides['width_multiplier']
+  return overrides
+
+
+def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIMM_MODES,
         channels_last: bool = True, steps: int = 5, rounds: int = 3,
-        kinds: tuple[str, ...] = ('train', 'inference'), devices: int | None = None
-        ) -> list[dict]:
+        kinds: tuple[str, ...] = ('train', 'inference'), devices: int | None = None,
+        num_classes: int = 1000) -> list[dict]:
   """All measurements of one benchmark run, as a list of dicts (see the module docstring).
 
-  `devices`: how many of the local devices the batch is split over (default all).
+  `config`: a training config (configs/*.py, or `rs_config(...)`); its model, resolution,
+  batch size and dtype are benchmarked. `devices`: how many of the local devices the batch is
+  split over (default all).
   """
+  model = config.model.name
+  image_size, batch_size, dtype = config.data.image_size, config.batch_size, config.dtype
   if model not in MODELS:
     raise ValueError(f'--model={model!r} is not registered; use one of {", ".join(MODELS)}')
   if dtype not in programs.DTYPES:
@@ -216,24 +235,26 @@ def run(model: str = 'resnetrs50', image_size: int = 160, batch_size: int = 32,
   unknown = set(compare) - {'timm'}
   if unknown:
     raise ValueError(f'--compare={",".join(sorted(unknown))}: only timm is supported')
-  if compare and width_multiplier not in (None, 1.0):
-    raise ValueError('--compare=timm needs --width_multiplier=1 (timm has the released widths)')
-  config = rs_config(model, image_size, batch_size, dtype, width_multiplier)
-  overrides = {} if width_multiplier in (None, 1.0) else {'width_multiplier': width_multiplier}
-  model_summary = summary.summarize(model, image_size, compiled=False, **overrides)
+  overrides = architecture_overrides(config)
+  if compare and overrides:
+    raise ValueError(f'--compare=timm needs the released architecture of {model} (timm has '
+                     f'no other); this one changes {", ".join(sorted(overrides))}')
+  model_summary = summary.summarize(model, image_size, num_classes, compiled=False,
+                                    **overrides)
   forward_flops = model_summary['gflops'] * 1e9
   mesh = sharding.create_mesh(jax.local_devices()[:devices] if devices else None)
-  common = {'model': model, 'image_size': image_size, 'batch_size': batch_size, 'dtype': dtype,
-            'backend': jax.default_backend(), 'devices': mesh.size}
+  common = {'model': model, **overrides, 'image_size': image_size, 'batch_size': batch_size,
+            'dtype': dtype, 'backend': jax.default_backend(), 'devices': mesh.size}
   results = [{'measurement': 'model', **common, 'params': model_summary['params'],
               'gflops_forward': model_summary['gflops']}]
   peak = matmul_peak_gflops(dtype)
   results.append({'measurement': 'matmul_peak', **common, 'gflops_per_sec': peak})
 
-  contenders = {('rs', 'jax.jit'): RsContender(config, mesh=mesh)}
+  contenders = {('rs', 'jax.jit'): RsContender(config, num_classes, mesh)}
   if 'timm' in compare:
     for mode in timm_modes:
-      contenders[('timm', mode)] = TimmContender(model, config, mode, channels_last)
+      contenders[('timm', mode)] = TimmContender(model, config, mode, channels_last,
+                                                  num_classes)
   for kind in kinds:
     seconds = median_step_times(
         {key: getattr(c, f'{kind}_step') for key, c in contenders.items()}, steps, rounds)
@@ -283,6 +304,9 @@ def format_text(results: list[dict]) -> str:
 
 
 def define_flags():
+  config_flags.DEFINE_config_file(
+      'config', None, 'Benchmark what this training config runs (model, resolution, batch, '
+      'dtype; --config.x=... overrides); without it, --model etc. on configs/base.py.')
   flags.DEFINE_string('model', 'resnetrs50', 'A registered model name (rs.models.MODELS).')
   flags.DEFINE_integer('image_size', 160, 'Square input resolution.')
   flags.DEFINE_integer('batch_size', 32, 'Global batch size.')
@@ -294,6 +318,7 @@ def define_flags():
   flags.DEFINE_integer('steps', 5, 'Timed steps per round.')
   flags.DEFINE_integer('rounds', 3, 'Alternating rounds.')
   flags.DEFINE_list('kinds', ['train', 'inference'], 'What to time: train and/or inference.')
+  flags.DEFINE_integer('num_classes', 1000, 'Classifier outputs.')
   flags.DEFINE_integer('devices', None, 'Split the batch over this many local devices '
                        '(default: all).')
   flags.DEFINE_bool('json', False, 'Print one JSON object per measurement.')
@@ -303,9 +328,10 @@ def main(argv):
   del argv
   f = flags.FLAGS
   try:
-    results = run(f.model, f.image_size, f.batch_size, f.dtype, f.width_multiplier,
-                  tuple(f.compare), tuple(f.timm_modes), f.channels_last, f.steps, f.rounds,
-                  tuple(f.kinds), f.devices)
+    config = f.config or rs_config(f.model, f.image_size, f.batch_size, f.dtype,
+                                   f.width_multiplier)
+    results = run(config, tuple(f.compare), tuple(f.timm_modes), f.channels_last, f.steps,
+                  f.rounds, tuple(f.kinds), f.devices, f.num_classes)
   except ValueError as e:
     raise app.UsageError(str(e))
   if f.json:

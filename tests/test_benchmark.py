@@ -26,8 +26,9 @@ def _by(results, measurement, **match):
 
 def test_rs50_against_timm_eager_at_a_small_size():
   """RS-50 at 32px, batch 2, one round: rs and timm's eager model side by side."""
-  results = benchmark.run('resnetrs50', image_size=32, batch_size=2, compare=('timm',),
-                          timm_modes=('eager',), steps=1, rounds=1, devices=1)
+  results = benchmark.run(benchmark.rs_config('resnetrs50', 32, 2, 'float32'),
+                          compare=('timm',), timm_modes=('eager',), steps=1, rounds=1,
+                          devices=1)
   model = _by(results, 'model')
   assert model['params'] == official.PARAMS['resnetrs50'] == 35_691_912
   # The forward FLOPs are rs.summary's count at this resolution.
@@ -68,23 +69,26 @@ def test_median_step_times_alternates_and_takes_medians():
   assert set(result) == {'a', 'b'} and all(v >= 0 for v in result.values())
 
 
-def test_cli_prints_one_json_object_per_measurement():
-  """A tiny width (rs only) through the command line, as docs/performance.md runs it."""
+def test_cli_benchmarks_a_config_and_prints_one_json_object_per_measurement():
+  """The embedded default's config through the command line, batch shrunk."""
   out = subprocess.run(
-      [sys.executable, '-m', 'rs.benchmark', '--model=resnetrs26', '--width_multiplier=0.25',
-       '--image_size=32', '--batch_size=4', '--steps=1', '--rounds=1', '--json', '--devices=1'],
-      capture_output=True, text=True, check=True, timeout=300).stdout
+      [sys.executable, '-m', 'rs.benchmark', '--config=configs/fashion_mnist.py',
+       '--config.batch_size=4', '--num_classes=10', '--steps=1', '--rounds=1', '--json',
+       '--devices=1'], capture_output=True, text=True, check=True, timeout=300).stdout
   results = [json.loads(line) for line in out.splitlines()]
   assert [r['measurement'] for r in results] == [
       'model', 'matmul_peak', 'rs/train', 'rs/inference']
+  # The config's architecture: width 0.25, one block per stage, 10 classes (0.69M params).
   assert results[0]['params'] == summary.summarize(
-      'resnetrs26', 32, compiled=False, width_multiplier=0.25)['params']
+      'resnetrs26', 32, 10, compiled=False, width_multiplier=0.25,
+      stage_sizes=(1, 1, 1, 1))['params']
+  assert results[0]['stage_sizes'] == [1, 1, 1, 1] and results[0]['batch_size'] == 4
 
 
 @pytest.mark.parametrize('flags, message', [
     (['--model=resnetrs51'], 'not registered'),
     (['--compare=pytorch'], 'only timm'),
-    (['--compare=timm', '--width_multiplier=0.5'], 'width_multiplier=1'),
+    (['--compare=timm', '--width_multiplier=0.5'], 'released architecture'),
 ])
 def test_cli_rejects_bad_flags_in_one_line(flags, message):
   proc = subprocess.run([sys.executable, '-m', 'rs.benchmark', *flags],
@@ -96,6 +100,7 @@ def test_cli_rejects_bad_flags_in_one_line(flags, message):
 @pytest.mark.slow
 def test_rs50_against_compiled_timm():
   """torch.compile takes minutes on 2 cores: run by scripts/benchmark.sh, not CI."""
-  results = benchmark.run('resnetrs50', image_size=64, batch_size=4, compare=('timm',),
-                          timm_modes=('compiled',), steps=1, rounds=1, devices=1)
+  results = benchmark.run(benchmark.rs_config('resnetrs50', 64, 4, 'float32'),
+                          compare=('timm',), timm_modes=('compiled',), steps=1, rounds=1,
+                          devices=1)
   assert _by(results, 'ratio', kind='train', over='timm/compiled')['rs_over_timm'] > 0

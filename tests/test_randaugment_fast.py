@@ -154,3 +154,15 @@ def test_distort_fast_equals_plain_over_many_seeds(magnitude):
   drawn = {int(ra._choose_op(ra._layer_seeds(tf.constant(s, tf.int64), layer)[0]))
            for s in seeds for layer in range(2)}
   assert drawn == set(range(len(ra.OPS)))
+
+
+def test_bench_input_cond_chain_is_the_same_randaugment():
+  """rs.bench_input's baseline dispatches with 16 tf.conds per layer (the official way); with
+  the same op table it gives the very images of `distort`'s one tf.switch_case per layer."""
+  from rs import bench_input
+  image = tf.constant(IMAGES['coffee'])
+  for s in range(12):
+    seed = tf.constant([s, 3], tf.int64)
+    np.testing.assert_array_equal(
+        bench_input.cond_chain_randaugment(image, 2, 10, seed),
+        ra.distort(image, 2, 10, seed, ops=plain.OP_FUNCTIONS))
