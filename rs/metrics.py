@@ -1,4 +1,5 @@
 """What a run reports, and where: clu writers (TensorBoard event files + log lines)."""
+import json
 import logging
 import os
 import time
@@ -21,6 +22,31 @@ def write_config(workdir: str, config) -> None:
     tf.io.gfile.makedirs(workdir)
     with tf.io.gfile.GFile(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+EVAL_FILE = 'eval.json'
+
+
+def read_evals(workdir: str) -> list[dict]:
+  """The evaluations a run has written (write_eval), oldest first; [] if none."""
+  import tensorflow as tf
+  path = os.path.join(workdir, EVAL_FILE)
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def write_eval(workdir: str, step: int, epoch: float, result: dict[str, float]) -> None:
+  """Adds one evaluation to workdir/eval.json (a JSON list, rewritten whole: GCS has no
+  appends), for tools that compare finished runs (rs.pareto). A re-run of a step replaces it."""
+  if jax.process_index() != 0:
+    return
+  import tensorflow as tf
+  evals = [e for e in read_evals(workdir) if e['step'] != step]
+  evals.append({'step': step, 'epoch': epoch, **result})
+  with tf.io.gfile.GFile(os.path.join(workdir, EVAL_FILE), 'w') as f:
+    json.dump(sorted(evals, key=lambda e: e['step']), f, indent=1)
 
 
 class Throughput:

@@ -113,6 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       throughput.paused(time.monotonic() - start)
       writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
       metrics.log_line('eval', step, result)
+      metrics.write_eval(workdir, step, step / steps_per_epoch, result)
     ckpt.maybe_save(step, state, force=step == total_steps)
     if ckpt.reached_preemption(step):
       logging.warning('Preemption notice at step %d: checkpoint saved, stopping.', step)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rs import checkpoint, sharding, train
+from rs import checkpoint, metrics, sharding, train
 from rs.state import TrainState
 
 
@@ -52,6 +52,10 @@ def test_run_evaluates_whole_split_and_logs(eight_device_run):
     assert scalars(workdir, tag), tag
   assert os.path.exists(os.path.join(workdir, 'config.json'))
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
+  # eval.json (for rs.pareto): the one evaluation, at step 6, equal to the returned result.
+  (saved,) = metrics.read_evals(workdir)
+  assert saved['step'] == 6 and saved['epoch'] == pytest.approx(6 * 32 / 60_000)
+  assert {k: saved[k] for k in result} == pytest.approx(result)
 
 
 def test_one_device_gives_the_same_losses(eight_device_run, tmp_path, tiny):

@@ -1,0 +1,160 @@
+"""The scaling study (paper section 6): a grid of widths x depths x resolutions x epochs, as
+runnable configs, and a launcher that trains and benchmarks any subset, one after another.
+
+  python -m rs.sweep --config=configs/fashion_mnist.py --out=runs/scaling \
+      --widths=0.25,0.5,1 --depths=26,50,101 --resolutions=28,32 --epochs=2,8 [--only=GLOB]
+      [--benchmark] [--dry_run]
+
+Each point gets its own workdir OUT/NAME (NAME = w{width}_d{depth}_r{resolution}_e{epochs}),
+so an interrupted sweep resumes where it stopped (finished runs only report their evaluation)
+and rs.pareto reads the results: python -m rs.pareto --runs=OUT --out=docs/scaling.
+
+The paper's grid (`PAPER_GRID`) is the default. Regularisation grows with the model as in the
+released configs (facts sheet 2.1), the only public statement of the paper's rule:
+RandAugment magnitude 10 up to 160px and 15 above (where the base config uses RandAugment);
+stochastic depth 0.1 from depth 200 on; dropout 0.4 from 320px on depth 350 and more, else 0.25.
+--regularize=false keeps the base config's values everywhere.
+"""
+import copy
+import dataclasses
+import fnmatch
+import json
+import logging
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from rs.models import MODELS
+
+PAPER_GRID = {
+    'widths': (0.25, 0.5, 1.0, 1.5, 2.0),
+    'depths': (26, 50, 101, 200, 300, 350, 400),
+    'resolutions': (128, 160, 224, 320, 448),
+    'epochs': (10, 100, 350),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  width: float
+  depth: int
+  resolution: int
+  epochs: float
+
+  @property
+  def name(self) -> str:
+    return f'w{self.width:g}_d{self.depth}_r{self.resolution}_e{self.epochs:g}'
+
+
+def regularization(depth: int, resolution: int) -> dict:
+  """Dropout, stochastic depth and RandAugment magnitude for a model of this depth trained at
+  this resolution, following the released configs (RS-50@160 ... RS-420@320)."""
+  return {
+      'dropout_rate': 0.4 if resolution >= 320 and depth >= 350 else 0.25,
+      'stochastic_depth_rate': 0.1 if depth >= 200 else 0.0,
+      'randaugment_magnitude': 10 if resolution <= 160 else 15,
+  }
+
+
+def configure(base, point: Point, regularize: bool = True):
+  """`base` (a training config) changed to train the point's network."""
+  model = f'resnetrs{point.depth}'
+  if model not in MODELS:
+    depths = sorted(int(n[len('resnetrs'):]) for n in MODELS if n.startswith('resnetrs'))
+    raise ValueError(f'depth {point.depth} is not registered; use one of {depths}')
+  c = copy.deepcopy(base)
+  c.model.name = model
+  c.model.stage_sizes = None  # the depth's registered layout, not the base config's
+  c.model.width_multiplier = point.width
+  c.data.image_size = point.resolution
+  c.train_epochs = float(point.epochs)
+  c.train_steps = None
+  if regularize:
+    r = regularization(point.depth, point.resolution)
+    c.model.dropout_rate = r['dropout_rate']
+    c.model.stochastic_depth_rate = r['stochastic_depth_rate']
+    if c.data.randaugment_layers:
+      c.data.randaugment_magnitude = r['randaugment_magnitude']
+  return c
+
+
+def expand(base, widths, depths, resolutions, epochs, only: str = '*',
+           regularize: bool = True) -> list[tuple[Point, object]]:
+  """Every (point, config) of the grid whose name matches the glob `only`, cheapest first
+  (epochs, then depth, width, resolution), so short runs report early."""
+  points = sorted((Point(float(w), int(d), int(r), float(e))
+                   for e in epochs for d in depths for w in widths for r in resolutions),
+                  key=lambda p: (p.epochs, p.depth, p.width, p.resolution))
+  return [(p, configure(base, p, regularize)) for p in points if fnmatch.fnmatch(p.name, only)]
+
+
+def run(points, out: str, benchmark: bool = False, num_classes: int | None = None) -> None:
+  """Trains each config in OUT/NAME (resuming or skipping finished ones) and, with
+  `benchmark`, writes OUT/NAME/benchmark.jsonl from rs.benchmark at the config's batch."""
+  from rs import train
+  for i, (point, config) in enumerate(points):
+    workdir = os.path.join(out, point.name)
+    logging.info('Sweep %d/%d: %s', i + 1, len(points), point.name)
+    train.train_and_evaluate(config, workdir)
+    if benchmark:
+      write_benchmark(config, workdir, num_classes)
+
+
+def write_benchmark(config, workdir: str, num_classes: int | None = None) -> list[dict]:
+  """rs.benchmark's measurements of the config's train and inference steps on one device,
+  into workdir/benchmark.jsonl (kept if already there)."""
+  import tensorflow as tf
+  from rs import benchmark
+  path = os.path.join(workdir, 'benchmark.jsonl')
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      return [json.loads(line) for line in f]
+  results = benchmark.run(config, devices=1, num_classes=num_classes or 1000)
+  with tf.io.gfile.GFile(path, 'w') as f:
+    f.write(''.join(json.dumps(r) + '\n' for r in results))
+  return results
+
+
+def _floats(values):
+  return tuple(float(v) for v in values)
+
+
+def define_flags():
+  config_flags.DEFINE_config_file('config', None, 'The base training config.')
+  flags.DEFINE_string('out', None, 'Parent directory of the runs (local or gs://).')
+  flags.DEFINE_list('widths', list(map(str, PAPER_GRID['widths'])), 'Width multipliers.')
+  flags.DEFINE_list('depths', list(map(str, PAPER_GRID['depths'])), 'Registered depths.')
+  flags.DEFINE_list('resolutions', list(map(str, PAPER_GRID['resolutions'])), 'Image sizes.')
+  flags.DEFINE_list('epochs', list(map(str, PAPER_GRID['epochs'])), 'Training epochs.')
+  flags.DEFINE_string('only', '*', 'Glob on run names, e.g. "*_e10" or "w1_d50_*".')
+  flags.DEFINE_bool('regularize', True, 'Scale regularisation with the model (see above).')
+  flags.DEFINE_bool('benchmark', False, 'Also write each run\'s benchmark.jsonl.')
+  flags.DEFINE_integer('num_classes', None, 'Classes for the benchmark\'s classifier '
+                       '(default 1000; the data set\'s count matters little).')
+  flags.DEFINE_bool('dry_run', False, 'Only list the runs.')
+  flags.mark_flags_as_required(['config', 'out'])
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  try:
+    points = expand(f.config, _floats(f.widths), [int(d) for d in f.depths],
+                    [int(r) for r in f.resolutions], _floats(f.epochs), f.only, f.regularize)
+  except ValueError as e:
+    raise app.UsageError(str(e))
+  if not points:
+    raise app.UsageError(f'--only={f.only!r} matches none of the grid\'s runs')
+  if f.dry_run:
+    for point, _ in points:
+      print(os.path.join(f.out, point.name))
+    return
+  from rs import metrics
+  metrics.quiet_library_logs()
+  run(points, f.out, f.benchmark, f.num_classes)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

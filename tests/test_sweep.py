@@ -1,0 +1,94 @@
+"""rs.sweep (the scaling grid and its launcher) and rs.pareto (the plots of finished runs)."""
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rs import metrics, pareto, sweep
+
+
+def test_grid_expands_to_every_point_with_its_network(tiny):
+  points = sweep.expand(tiny(), (0.25, 0.5), (26, 50, 101), (28, 32), (2, 8))
+  assert len(points) == 2 * 3 * 2 * 2
+  assert len({p.name for p, _ in points}) == len(points)
+  for point, config in points:
+    assert config.model.name == f'resnetrs{point.depth}'
+    assert config.model.stage_sizes is None  # the depth's layout, not the base's (1,1,1,1)
+    assert config.model.width_multiplier == point.width
+    assert config.data.image_size == point.resolution
+    assert config.train_epochs == point.epochs and config.train_steps is None
+  # Cheapest first: all 2-epoch runs before any 8-epoch run.
+  assert [p.epochs for p, _ in points] == sorted(p.epochs for p, _ in points)
+  assert [p.name for p, _ in sweep.expand(tiny(), (0.25, 0.5), (26,), (32,), (2,),
+                                          only='w0.5_*')] == ['w0.5_d26_r32_e2']
+
+
+def test_paper_grid_is_the_papers():
+  assert sweep.PAPER_GRID == {'widths': (0.25, 0.5, 1.0, 1.5, 2.0),
+                              'depths': (26, 50, 101, 200, 300, 350, 400),
+                              'resolutions': (128, 160, 224, 320, 448),
+                              'epochs': (10, 100, 350)}
+
+
+@pytest.mark.parametrize('name', ['rs50_i160', 'rs101_i160', 'rs101_i192', 'rs152_i192',
+                                  'rs152_i224', 'rs152_i256', 'rs200_i256', 'rs270_i256',
+                                  'rs350_i256', 'rs350_i320', 'rs420_i320'])
+def test_regularization_rule_gives_every_released_config(name):
+  """The rule reproduces the dropout, stochastic depth and RandAugment magnitude of each
+  released config (which tests/test_configs.py checks against the facts sheet)."""
+  released = importlib.import_module(f'configs.{name}').get_config()
+  depth = int(released.model.name[len('resnetrs'):])
+  assert sweep.regularization(depth, released.data.image_size) == {
+      'dropout_rate': released.model.dropout_rate,
+      'stochastic_depth_rate': released.model.stochastic_depth_rate,
+      'randaugment_magnitude': released.data.randaugment_magnitude}
+
+
+def test_unknown_depth_is_a_clear_error(tiny):
+  with pytest.raises(ValueError, match='depth 51 is not registered'):
+    sweep.expand(tiny(), (1.0,), (51,), (32,), (1,))
+
+
+def _run(name, ms, top1, epochs=10.0):
+  return pareto.Run(name, 50, 1.0, 160, epochs, top1, 1, 1.0, ms, None)
+
+
+def test_frontier_keeps_the_runs_nothing_beats():
+  runs = [_run('fast', 1.0, 0.80), _run('slow_better', 2.0, 0.85), _run('dominated', 2.5, 0.84),
+          _run('tie_slower', 1.5, 0.80), _run('best', 3.0, 0.90),
+          _run('other_regime', 9.0, 0.50, epochs=100.0)]
+  pareto.mark_frontier(runs)
+  assert {r.name for r in runs if r.frontier} == {'fast', 'slow_better', 'best', 'other_regime'}
+
+
+def test_mini_sweep_trains_benchmarks_and_plots(tiny, tmp_path):
+  """Two widths x two epoch regimes of the tiny network on Fashion-MNIST through the command
+  lines, then rs.pareto on the result."""
+  out = str(tmp_path / 'sweep')
+  base = tiny()
+  # 6 and 12 steps: 32-image batches over 60,000 images.
+  epochs = [6 * 32 / 60_000, 12 * 32 / 60_000]
+  points = sweep.expand(base, (0.125, 0.25), (26,), (16,), epochs, regularize=False)
+  sweep.run(points, out, benchmark=True, num_classes=10)
+  runs = sorted(os.listdir(out))
+  assert len(runs) == 4
+  for point, _ in points:
+    evals = metrics.read_evals(os.path.join(out, point.name))
+    assert evals[-1]['step'] == round(point.epochs * 60_000 / 32)
+    with open(os.path.join(out, point.name, 'benchmark.jsonl')) as f:
+      bench = {r['measurement']: r for r in map(json.loads, f)}
+    assert bench['rs/train']['batch_size'] == 32 and bench['model']['width_multiplier'] == point.width
+
+  figures = str(tmp_path / 'figures')
+  proc = subprocess.run([sys.executable, '-m', 'rs.pareto', f'--runs={out}', f'--out={figures}'],
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  for name in ('accuracy_vs_latency.png', 'accuracy_vs_memory.png', 'error_vs_flops.png'):
+    with open(os.path.join(figures, name), 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  table = open(os.path.join(figures, 'pareto.md')).read()
+  assert all(point.name in table for point, _ in points)
+  assert table.count('\n| ') == 4  # one row per run (the header is the first line)
