@@ -36,11 +36,13 @@ def get_config():
 
   c.batch_size = 256
   c.eval_batch_size = 1000
-  c.train_epochs = 20.0
+  c.train_epochs = 28.0  # 20: 92.9%; 24: 92.9%; 28: 93.1% (EMA, README)
   c.warmup_epochs = 1.0
   c.optimizer.base_learning_rate = 0.2
-  c.optimizer.weight_decay = 5e-4  # short run, small data: stronger than ImageNet's 4e-5
-  c.ema_decay = 0.999  # ~1000-step horizon: the run is only ~4,700 steps
+  # Short run, small data: stronger than ImageNet's 4e-5. At 20 epochs 5e-4 gave 92.7%, 2.5e-4
+  # 92.9%, 1.5e-4 92.9% (EMA top-1).
+  c.optimizer.weight_decay = 2.5e-4
+  c.ema_decay = 0.999  # ~1000-step horizon: the run is only ~6,600 steps
   c.dtype = 'float32'
 
   c.log_every_steps = 50
