@@ -27,7 +27,8 @@ def get_config():
   # BN statistics over groups of this many examples; None: the per-device batch (TPU per-core
   # BN, as the official training). Set it to batch_size for BN synchronised over all devices.
   c.model.bn_group_size = placeholder(int)
-  # 'auto': XLA's convolutions on TPU/GPU, matmul/space-to-depth forms on CPU (same numbers).
+  # 'auto': XLA's convolutions on TPU/GPU, 1x1 as matmuls on CPU ('pointwise'); 'matmul' also
+  # runs stride-2 convs as space-to-depth ones. Same numbers, different programs.
   c.model.conv_lowering = 'auto'
   # Architecture overrides; None keeps the registered model's value.
   c.model.width_multiplier = placeholder(float)

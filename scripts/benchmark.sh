@@ -3,6 +3,8 @@
 # root after `bash setup.sh test`; prints JSON lines to benchmarks/*.jsonl and the console.
 #   bash scripts/benchmark.sh            # everything (an hour or more on a 2-core CPU)
 #   bash scripts/benchmark.sh train      # only the RS-50@160 train/inference vs timm runs
+#   bash scripts/benchmark.sh gpu        # RS-50@160 and RS-350@256 bf16 vs timm on a GPU
+#   bash scripts/benchmark.sh slow       # only the slow tests
 #   bash scripts/benchmark.sh input DIR  # only the input pipeline, on DIR/train/CLASS/*.jpg
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,16 @@ if [ "$what" = all ] || [ "$what" = train ]; then
   for dtype in float32 bfloat16; do
     $PY -m rs.benchmark --model=resnetrs50 --image_size=160 --batch_size=32 --dtype=$dtype \
         --compare=timm --json | tee "benchmarks/rs50_i160_b32_$dtype.jsonl"
+  done
+fi
+
+if [ "$what" = gpu ]; then
+  # On a GPU machine (issue 5): bf16 training and inference against timm with AMP and
+  # torch.compile on the same GPU, with model FLOP utilisation (fraction_of_matmul_peak).
+  for spec in "resnetrs50 160 256" "resnetrs350 256 64"; do
+    set -- $spec
+    $PY -m rs.benchmark --model=$1 --image_size=$2 --batch_size=$3 --dtype=bfloat16 \
+        --compare=timm --steps=10 --rounds=3 --json | tee "benchmarks/gpu_$1_i$2_bf16.jsonl"
   done
 fi
 

@@ -104,3 +104,16 @@ def test_rs50_against_compiled_timm():
                           compare=('timm',), timm_modes=('compiled',), steps=1, rounds=1,
                           devices=1)
   assert _by(results, 'ratio', kind='train', over='timm/compiled')['rs_over_timm'] > 0
+
+
+def test_layer_bench_lists_rs50s_convolutions_and_times_both_frameworks():
+  from rs.tools import layer_bench
+  convs = layer_bench.rs50_convs(160)
+  # Each stage's first 1x1 reads what the previous stage wrote (64 after the stem, then 4x).
+  ins = {name: cin for name, _, cin, _, _, _ in convs}
+  assert [ins[f'stage{i} 1x1 in'] for i in (1, 2, 3, 4)] == [64, 256, 512, 1024]
+  assert {size for name, size, *_ in convs if name.startswith('stage4 1x1 out')} == {5}
+  (row,) = layer_bench.run(image_size=32, batch_size=2, repeats=1, only='stage4 1x1 out')
+  assert row['gflop_forward'] == pytest.approx(2 * 2 * 1 * 1 * 512 * 2048 / 1e9)
+  jax_best = min(row['jax xla fwd+bwd ms'], row['jax matmul fwd+bwd ms'])
+  assert row['fwd+bwd jax/torch time'] == pytest.approx(jax_best / row['torch fwd+bwd ms'])

@@ -38,14 +38,16 @@ def test_matches_xla_convolution_and_its_gradients(size, kernel, strides, paddin
 def test_network_outputs_do_not_depend_on_the_lowering():
   kw = dict(width_multiplier=0.25, stage_sizes=(1, 1, 1, 1), num_classes=10)
   native = create_model('resnetrs50', conv_lowering='native', **kw)
-  matmul = create_model('resnetrs50', conv_lowering='matmul', **kw)
   x = jax.random.normal(jax.random.key(0), (2, 33, 33, 3))
   v = jax.jit(lambda x: native.init(jax.random.key(1), x, train=False))(x)
   apply = lambda m: jax.jit(lambda v, x: m.apply(v, x))(v, x)
-  np.testing.assert_allclose(apply(matmul), apply(native), rtol=1e-5, atol=1e-5)
+  for lowering in ('matmul', 'pointwise'):
+    other = create_model('resnetrs50', conv_lowering=lowering, **kw)
+    np.testing.assert_allclose(apply(other), apply(native), rtol=1e-5, atol=1e-5)
 
 
-def test_auto_is_matmul_on_cpu_and_bad_values_are_rejected():
-  assert convolution.resolve('auto') == ('matmul' if jax.default_backend() == 'cpu' else 'native')
+def test_auto_is_pointwise_on_cpu_and_bad_values_are_rejected():
+  assert convolution.resolve('auto') == (
+      'pointwise' if jax.default_backend() == 'cpu' else 'native')
   with pytest.raises(ValueError, match='conv_lowering'):
     create_model('resnetrs50', conv_lowering='fast')

@@ -1,26 +1,30 @@
 """How a 2D convolution is lowered: XLA's own convolution, or forms that XLA:CPU runs faster.
 
-The network's parameters and numbers do not depend on the choice (tests/test_models.py
+The network's parameters and numbers do not depend on the choice (tests/test_convolution.py
 compares every form with `lax.conv_general_dilated`, values and gradients); only the program
-XLA compiles does. Measured on the 2-core CPU (docs/performance.md): XLA:CPU computes the weight
-gradient of a 1x1 convolution as a convolution over a transposed copy of the activations, and
-strided 3x3 convolutions (and their input gradients) through a slow generic path. Written as a
-matmul and as a space-to-depth convolution, the embedded default's training step runs ~1.1x
-faster. On TPU and GPU the native form is kept until issue 5's benchmark says otherwise.
+XLA compiles does. XLA:CPU computes the weight gradient of a 1x1 convolution as a convolution
+over a transposed copy of the activations; as a matmul it runs faster ('pointwise', the CPU
+default: RS-50@160 training 1.14x 'matmul', the embedded default 1.04x; docs/performance.md).
+'matmul' also turns stride-2 convolutions into space-to-depth ones: 1.07x on the embedded
+default on an earlier Intel VM, but on the current AMD VM its weight gradients cost RS-50 ~0.8
+s per step (profile in docs/performance.md), so it is an option, not the default. On TPU and
+GPU the native form is kept until issue 5's benchmark says otherwise.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-LOWERINGS = ('auto', 'native', 'matmul')
+LOWERINGS = ('auto', 'native', 'matmul', 'pointwise')
 
 
 def resolve(lowering: str) -> str:
-  """'auto' is 'matmul' on CPU and 'native' on accelerators."""
+  """'auto' is 'pointwise' on CPU and 'native' on accelerators."""
   if lowering not in LOWERINGS:
     raise ValueError(f'model.conv_lowering={lowering!r}: use one of {LOWERINGS}')
   if lowering == 'auto':
-    return 'matmul' if jax.default_backend() == 'cpu' else 'native'
+    return 'pointwise' if jax.default_backend() == 'cpu' else 'native'
   return lowering
 
 
@@ -63,7 +67,8 @@ def space_to_depth_conv(x, kernel, pads):
 
 def matmul_friendly_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                         batch_group_count=1, precision=None, preferred_element_type=None):
+                         batch_group_count=1, precision=None, preferred_element_type=None,
+                         space_to_depth=True):
   """Drop-in for `lax.conv_general_dilated` as flax's nn.Conv calls it (NHWC, HWIO).
 
   1x1 kernels become matmuls, stride-2 kernels space-to-depth convolutions; anything else
@@ -77,7 +82,7 @@ def matmul_friendly_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
     pads = _pads(padding, lhs.shape[1:3], rhs.shape[:2], strides)
     if rhs.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
       return pointwise(lhs, rhs, strides)
-    if strides == (2, 2):
+    if strides == (2, 2) and space_to_depth:
       return space_to_depth_conv(lhs, rhs, pads)
   return lax.conv_general_dilated(
       lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
@@ -88,4 +93,7 @@ def matmul_friendly_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
 
 def conv_general_dilated(lowering: str):
   """The function nn.Conv should call for a resolved `lowering`."""
-  return matmul_friendly_conv if resolve(lowering) == 'matmul' else lax.conv_general_dilated
+  resolved = resolve(lowering)
+  if resolved == 'pointwise':  # 1x1 as matmuls, strided convs left to XLA
+    return functools.partial(matmul_friendly_conv, space_to_depth=False)
+  return matmul_friendly_conv if resolved == 'matmul' else lax.conv_general_dilated

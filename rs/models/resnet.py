@@ -46,7 +46,8 @@ class ResNet(nn.Module):
   # numbers; rs.summary uses it so XLA counts padded taps, the paper's FLOP convention.
   explicit_padding: bool = False
   # How convolutions are lowered (rs/models/convolution.py): 'native' XLA convolutions,
-  # 'matmul' (1x1 as matmuls, stride 2 as space-to-depth; faster on XLA:CPU), or 'auto'.
+  # 'pointwise' (1x1 as matmuls; faster on XLA:CPU), 'matmul' (also stride 2 as
+  # space-to-depth), or 'auto' (pointwise on CPU, native elsewhere).
   conv_lowering: str = 'auto'
 
   def __post_init__(self):
