@@ -89,19 +89,22 @@ def expand(base, widths, depths, resolutions, epochs, only: str = '*',
   return [(p, configure(base, p, regularize)) for p in points if fnmatch.fnmatch(p.name, only)]
 
 
-def run(points, out: str, benchmark: bool = False, num_classes: int | None = None) -> None:
-  """Trains each config in OUT/NAME (resuming or skipping finished ones) and, with
-  `benchmark`, writes OUT/NAME/benchmark.jsonl from rs.benchmark at the config's batch."""
+def run(points, out: str, benchmark: bool = False, num_classes: int | None = None, mesh=None,
+        **benchmark_options) -> None:
+  """Trains each config in OUT/NAME (resuming or skipping finished ones) on `mesh` (default
+  all devices) and, with `benchmark`, writes OUT/NAME/benchmark.jsonl from rs.benchmark at the
+  config's batch (`benchmark_options`: rs.benchmark.run's steps, rounds, kinds)."""
   from rs import train
   for i, (point, config) in enumerate(points):
     workdir = os.path.join(out, point.name)
     logging.info('Sweep %d/%d: %s', i + 1, len(points), point.name)
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir, mesh)
     if benchmark:
-      write_benchmark(config, workdir, num_classes)
+      write_benchmark(config, workdir, num_classes, **benchmark_options)
 
 
-def write_benchmark(config, workdir: str, num_classes: int | None = None) -> list[dict]:
+def write_benchmark(config, workdir: str, num_classes: int | None = None,
+                    **options) -> list[dict]:
   """rs.benchmark's measurements of the config's train and inference steps on one device,
   into workdir/benchmark.jsonl (kept if already there)."""
   import tensorflow as tf
@@ -110,7 +113,7 @@ def write_benchmark(config, workdir: str, num_classes: int | None = None) -> lis
   if tf.io.gfile.exists(path):
     with tf.io.gfile.GFile(path) as f:
       return [json.loads(line) for line in f]
-  results = benchmark.run(config, devices=1, num_classes=num_classes or 1000)
+  results = benchmark.run(config, devices=1, num_classes=num_classes or 1000, **options)
   with tf.io.gfile.GFile(path, 'w') as f:
     f.write(''.join(json.dumps(r) + '\n' for r in results))
   return results
