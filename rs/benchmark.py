@@ -288,7 +288,7 @@ def format_text(results: list[dict]) -> str:
     if m == 'model':
       lines.append(f"{r['model']} @{r['image_size']}, batch {r['batch_size']}, {r['dtype']}, "
                    f"{r['backend']} x{r['devices']}: {r['params']:,} params, "
-                   f"{r['gflops_forward']:.2f} GFLOPs forward per image")
+                   f"{r['gflops_forward']:.3g} GFLOPs forward per image")
     elif m == 'matmul_peak':
       lines.append(f"matmul peak ({r['dtype']}): {r['gflops_per_sec']:.0f} GFLOP/s")
     elif m == 'ratio':
