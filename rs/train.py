@@ -13,7 +13,7 @@ import ml_collections
 
 from rs import checkpoint, memory, metrics, optim, sharding
 from rs.data import pipeline as pipeline_lib
-from rs.programs import build_model, build_training  # noqa: F401 (build_model: API)
+from rs.programs import build_training
 
 
 def evaluate(eval_fn, state, pipeline, mesh) -> dict[str, float]:

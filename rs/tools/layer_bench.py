@@ -12,13 +12,13 @@ from, layer by layer (docs/performance.md).
 """
 import json
 import os
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+
+from rs import benchmark
 
 
 def rs50_convs(image_size: int) -> list[tuple[str, int, int, int, int, int]]:
@@ -38,19 +38,6 @@ def rs50_convs(image_size: int) -> list[tuple[str, int, int, int, int, int]]:
               (f'stage{stage + 1} 1x1 next', out, 4 * width, width, 1, 1)]
     size, channels = out, 4 * width
   return convs
-
-
-def _median_times(fns: dict, repeats: int) -> dict:
-  for fn in fns.values():
-    fn()
-    fn()
-  times = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      start = time.perf_counter()
-      fn()
-      times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _jax_fns(batch, size, cin, cout, k, stride, dtype):
@@ -112,7 +99,7 @@ def run(image_size: int = 160, batch_size: int = 32, dtype: str = 'float32',
       continue
     fns = {**_jax_fns(batch_size, size, cin, cout, k, stride, jdtype),
            **_torch_fns(batch_size, size, cin, cout, k, stride, jdtype)}
-    times = _median_times(fns, repeats)
+    times = benchmark.median_step_times(fns, steps=1, rounds=repeats)
     out = -(-size // stride)
     flops = 2 * batch_size * out * out * cin * cout * k * k
     row = {'layer': name, 'input': [batch_size, size, size, cin], 'out_channels': cout,
