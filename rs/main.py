@@ -1,10 +1,13 @@
 """Train ResNet-RS: `python -m rs.main --config=configs/NAME.py --workdir=DIR_OR_GCS`.
 
 Flags only; the work is in rs.train, which a notebook can import too. Run the same command
-again with the same workdir to resume from its latest checkpoint.
+again with the same workdir to resume from its latest checkpoint. A config, dataset or workdir
+that cannot work (rs.validate) ends the run before it starts with one line, `error: ...`, on
+stderr and exit status 1; the workdir is left as it was.
 """
 import logging
 import os
+import sys
 
 import jax
 from absl import app, flags
@@ -26,7 +29,7 @@ def on_cloud_tpu_vm() -> bool:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from rs import metrics, train
+  from rs import checkpoint, metrics, train, validate
   metrics.quiet_library_logs()
   # TensorFlow only feeds data here: keep it off any accelerator JAX wants.
   import tensorflow as tf
@@ -39,7 +42,13 @@ def main(argv):
     jax.distributed.initialize()
   logging.info('JAX %s on %s: %d devices, %d hosts.', jax.__version__, jax.default_backend(),
                jax.device_count(), jax.process_count())
-  train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  try:
+    train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  except (validate.ConfigError, train.NonFiniteError, checkpoint.CheckpointError) as e:
+    # What the user must fix - a config, data or workdir (found before anything was written),
+    # a diverged run, unreadable checkpoints: the message names the cause and the fix, and a
+    # traceback would bury it. Every other error (a bug) keeps its traceback.
+    sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':

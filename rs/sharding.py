@@ -1,4 +1,6 @@
 """The device mesh and the shardings of the state and of batches (data parallel)."""
+import math
+
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
@@ -21,11 +23,14 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_size(name: str, batch_size: int, mesh: Mesh) -> None:
-  """The global batch must split evenly over devices (and hence hosts)."""
-  n = mesh.devices.size
-  if batch_size % n:
-    raise ValueError(f'{name}={batch_size} does not divide over {n} devices: set '
-                     f'--config.{name} to a multiple of {n}')
+  """The global batch must split evenly over the mesh's devices and over the hosts, each of
+  which feeds its own rows (a mesh may use only some devices of a host)."""
+  devices, hosts = mesh.devices.size, jax.process_count()
+  multiple = math.lcm(devices, hosts)
+  for n, what in ((devices, 'devices'), (hosts, 'hosts')):
+    if batch_size % n:
+      raise ValueError(f'{name}={batch_size} does not divide over {n} {what}: set '
+                       f'--config.{name} to a multiple of {multiple}')
 
 
 def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

@@ -1,0 +1,450 @@
+"""Checks of a run's config, data and workdir before anything is compiled or written.
+
+Every failure is a `ConfigError`: one line naming the field and the fix. rs.main prints it
+and exits non-zero, leaving the workdir as it was.
+"""
+import contextlib
+import dataclasses
+import difflib
+import json
+import numbers
+import os
+import re
+import uuid
+
+from rs import optim, programs, sharding
+from rs.data import sources
+from rs.models import convolution, registry, resnet
+
+
+class ConfigError(ValueError):
+  """A bad config value, dataset or workdir, found before the run starts."""
+
+
+def check_config(config, mesh) -> None:
+  """Checks `config` against the devices of `mesh`; writes nothing.
+
+  Reads only what names the data: tfds's list of datasets, and the folders the config points
+  at (data.data_dir for data.name=folder, data.manual_dir). Whether a tfds dataset is prepared
+  and has the configured splits is known once it is opened (rs.data.records), see
+  `data_errors`.
+  """
+  _check_model(config)
+  _check_numbers(config)
+  _check_choices(config)
+  _check_durations(config)
+  _check_image_size(config)
+  _check_batches(config, mesh)
+  _check_data(config.data)
+
+
+def check_workdir(config, workdir: str) -> None:
+  """The workdir can be written, and a run saved there trained the same model.
+
+  Changes nothing in an existing local workdir (its permissions tell); a new or remote one is
+  tested with a file written and removed where it will be created (or in it, on gs://).
+  """
+  _check_writable(workdir)
+  _check_resume(config, workdir)
+
+
+def check_durations(config, steps_per_epoch: float) -> None:
+  """Warmup is no longer than training, in steps: for durations given in different units,
+  known once the dataset is open (check_config compares those given in the same unit)."""
+  train = optim.steps_for(config, 'train', steps_per_epoch)
+  warmup = optim.steps_for(config, 'warmup', steps_per_epoch)
+  if warmup > train:
+    field = 'warmup_steps' if config.warmup_steps is not None else 'warmup_epochs'
+    _fail(field, config[field], f'{warmup} warmup steps, longer than the {train} training '
+          f'steps ({steps_per_epoch:.4g} per epoch): lower --config.{field}')
+
+
+@contextlib.contextmanager
+def data_errors():
+  """Errors raised while the dataset is opened become ConfigErrors (one line each).
+
+  Opening a dataset raises FileNotFoundError (not downloaded or prepared, with where it looked
+  and how to prepare it) or ValueError (unknown split, too few examples) with a message that
+  names the fix; rs.main prints ConfigErrors without a traceback, and no other error: a
+  ValueError from anywhere else stays a bug report with its traceback.
+  """
+  try:
+    yield
+  except ConfigError:
+    raise
+  except (FileNotFoundError, ValueError) as e:
+    raise ConfigError(' '.join(str(e).split())) from e  # one line, however it was written
+
+
+def _fail(field: str, value, fix: str):
+  raise ConfigError(f'{field}={value!r}: {fix}')
+
+
+_MISSING = object()
+
+
+def _get(config, field: str):
+  """`config.a.b` for field 'a.b'; _MISSING if a config made by hand lacks it (unchecked)."""
+  for key in field.split('.'):
+    if key not in config:
+      return _MISSING
+    config = config[key]
+  return config
+
+
+# The model.
+
+# What shapes the parameters: fields of rs.models.resnet.ResNet a config may override.
+ARCHITECTURE = ('stage_sizes', 'width_multiplier', 'se_ratio', 'stem', 'stem_pool',
+                'resnetd_shortcut')
+_RESNET_DEFAULTS = {f.name: f.default for f in dataclasses.fields(resnet.ResNet)
+                    if f.default is not dataclasses.MISSING}
+
+
+def architecture(model) -> dict:
+  """The network a config's (or a saved config.json's) model section builds: its registered
+  values with the section's non-None overrides (None-valued placeholders keep them)."""
+  registered = registry.MODELS.get(model.get('name'), {})
+  arch = {}
+  for field in ARCHITECTURE:
+    value = model.get(field)
+    if value is None:
+      value = registered.get(field, _RESNET_DEFAULTS.get(field))
+    arch[field] = tuple(value) if field == 'stage_sizes' and value is not None else value
+  return arch
+
+
+def _check_model(config) -> None:
+  name = config.model.name
+  if name not in registry.MODELS:
+    close = difflib.get_close_matches(str(name), registry.MODELS, n=3)
+    hint = f'did you mean {" or ".join(close)}? ' if close else ''
+    depths = ', '.join(str(d) for d in registry.STAGE_SIZES)
+    _fail('model.name', name, f'not a registered model; {hint}set --config.model.name to '
+          f'resnetrsD (ResNet-RS) or resnetD (plain ResNet), D in {depths}')
+  stages = config.model.stage_sizes
+  if stages is not None and (
+      not isinstance(stages, (tuple, list)) or len(stages) != 4
+      or not all(_is_int(s) and s >= 1 for s in stages)):
+    _fail('model.stage_sizes', stages, 'set --config.model.stage_sizes to four block counts '
+          '>= 1, e.g. "(3,4,6,3)"')
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# (field, test, what a valid value is): single values. Optional (placeholder) fields are
+# checked only when set.
+_INT_FROM_1 = (lambda v: _is_int(v) and v >= 1, 'an integer >= 1')
+_INT_FROM_0 = (lambda v: _is_int(v) and v >= 0, 'an integer >= 0')
+_POSITIVE = (lambda v: _is_number(v) and v > 0, 'a number > 0')
+_NON_NEGATIVE = (lambda v: _is_number(v) and v >= 0, 'a number >= 0')
+_FRACTION = (lambda v: _is_number(v) and 0 <= v < 1, 'a number in [0, 1)')
+_CLOSED_FRACTION = (lambda v: _is_number(v) and 0 <= v <= 1, 'a number in [0, 1]')
+_OPEN_CLOSED_FRACTION = (lambda v: _is_number(v) and 0 < v <= 1, 'a number in (0, 1]')
+
+NUMBERS = (
+    ('batch_size', *_INT_FROM_1),
+    ('eval_batch_size', *_INT_FROM_1),
+    ('data.image_size', *_INT_FROM_1),
+    ('log_every_steps', *_INT_FROM_1),
+    ('checkpoint_every_steps', *_INT_FROM_1),
+    ('keep_checkpoints', *_INT_FROM_1),
+    ('model.width_multiplier', *_POSITIVE),
+    ('model.se_ratio', *_NON_NEGATIVE),  # 0: no Squeeze-Excite
+    ('model.dropout_rate', *_FRACTION),
+    ('model.stochastic_depth_rate', *_FRACTION),
+    ('model.bn_momentum', *_CLOSED_FRACTION),  # 1 freezes the BN statistics (fine-tuning)
+    ('model.bn_epsilon', *_POSITIVE),
+    ('model.bn_group_size', *_INT_FROM_1),
+    ('label_smoothing', *_FRACTION),
+    ('ema_decay', *_FRACTION),
+    # 0 is allowed: it freezes the weights (an evaluation of init_from through the trainer).
+    ('optimizer.base_learning_rate', *_NON_NEGATIVE),
+    ('optimizer.momentum', *_FRACTION),
+    ('optimizer.weight_decay', *_NON_NEGATIVE),
+    ('data.crop_padding', *_INT_FROM_0),
+    ('data.eval_crop_padding', *_INT_FROM_0),
+    ('data.eval_crop_fraction', *_OPEN_CLOSED_FRACTION),
+    ('data.randaugment_layers', *_INT_FROM_0),
+    ('data.randaugment_magnitude', *_NON_NEGATIVE),
+    ('data.shuffle_buffer', *_INT_FROM_1),
+    ('data.prefetch_batches', *_INT_FROM_1),
+    ('data.threads', *_INT_FROM_1),
+)
+
+
+def _check_numbers(config) -> None:
+  for field, ok, what in NUMBERS:
+    value = _get(config, field)
+    if value is not None and value is not _MISSING and not ok(value):
+      _fail(field, value, f'set --config.{field} to {what}')
+
+
+# What rs.data.pipeline.create_pipeline builds: streamed (tf.data) or in memory.
+AUGMENTS = ('inception_crop', 'pad_crop')
+
+
+def _choices() -> tuple:
+  """(field, allowed values, may be None): fields that name one of a few options."""
+  from rs.data import randaugment, tf_preprocess  # TensorFlow: only when checking
+  return (
+      ('dtype', tuple(programs.DTYPES), False),
+      ('model.stem', resnet.STEM_TYPES, True),
+      ('model.stem_pool', resnet.STEM_POOLS, True),
+      ('model.conv_lowering', convolution.LOWERINGS, False),
+      ('optimizer.schedule', ('cosine', 'step'), False),
+      ('on_nonfinite', ('stop', 'skip'), False),
+      ('data.augment', AUGMENTS, False),
+      ('data.resize_method', tf_preprocess.RESIZE_METHODS, False),
+      ('data.randaugment_contrast_mean', randaugment.CONTRAST_MEANS, False),
+  )
+
+
+def _check_choices(config) -> None:
+  for field, allowed, optional in _choices():
+    value = _get(config, field)
+    if value is _MISSING or (value is None and optional) or value in allowed:
+      continue
+    _fail(field, value, f'set --config.{field} to one of {", ".join(map(repr, allowed))}')
+
+
+def _check_durations(config) -> None:
+  """Each duration is in steps when `*_steps` is set (rs.optim.steps_for), else in epochs."""
+  for name, smallest in (('train', 1), ('warmup', 0), ('eval_every', 1)):
+    steps, epochs = config[f'{name}_steps'], config[f'{name}_epochs']
+    if steps is not None:
+      if not (_is_int(steps) and steps >= smallest):
+        _fail(f'{name}_steps', steps, f'set --config.{name}_steps to an integer >= {smallest}')
+    elif not (_is_number(epochs) and (epochs > 0 if smallest else epochs >= 0)):
+      _fail(f'{name}_epochs', epochs, f'set --config.{name}_epochs to a number '
+            f'{">" if smallest else ">="} 0 (or --config.{name}_steps)')
+  # Warmup and training in the same unit compare here; mixed units only once the dataset's
+  # size is known.
+  for unit in ('steps', 'epochs'):
+    warmup, train = config[f'warmup_{unit}'], config[f'train_{unit}']
+    mixed = unit == 'epochs' and (config.warmup_steps is not None or
+                                  config.train_steps is not None)
+    if warmup is not None and train is not None and not mixed and warmup > train:
+      _fail(f'warmup_{unit}', warmup, f'longer than training (train_{unit}={train}): set '
+            f'--config.warmup_{unit} to at most {train}')
+
+
+def stride2_layers(arch: dict) -> int:
+  """Layers that halve the resolution: the first stem conv (deep or classic), the stem pool
+  (conv or max, not 'none'), and the first block of stages C3, C4, C5."""
+  return 1 + (arch['stem_pool'] != 'none') + 3
+
+
+def min_image_size(arch: dict) -> int:
+  """A stride-2 layer needs an input of at least 2x2 or it downsamples nothing: n of them in
+  a row (total stride 2**n) need more than 2**(n-1) pixels (17 for ResNet-RS's 5)."""
+  return 2**(stride2_layers(arch) - 1) + 1
+
+
+def _check_image_size(config) -> None:
+  arch = architecture(config.model)
+  size, smallest, n = config.data.image_size, min_image_size(arch), stride2_layers(arch)
+  if size < smallest:
+    _fail('data.image_size', size, f'too small for {config.model.name}: its {n} stride-2 '
+          f'layers (total stride {2**n}) need at least {smallest} px; raise '
+          '--config.data.image_size')
+
+
+def _check_batches(config, mesh) -> None:
+  """Each global batch splits evenly over the devices and over the hosts (each host feeds
+  its own rows); a BN group is a divisor of the global batch (rs.models.layers)."""
+  for name in ('batch_size', 'eval_batch_size'):
+    try:
+      sharding.check_batch_size(name, config[name], mesh)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+  group = config.model.bn_group_size
+  if group is not None and config.batch_size % group:
+    per_device = config.batch_size // mesh.devices.size
+    _fail('model.bn_group_size', group, f'does not divide batch_size={config.batch_size}: '
+          f'set --config.model.bn_group_size to a divisor of it, e.g. the per-device batch '
+          f'{per_device} (what unset means)')
+
+
+# The data.
+
+def _check_data(data) -> None:
+  if data.manual_dir and not _isdir(data.manual_dir):
+    _fail('data.manual_dir', data.manual_dir, 'no such folder: set --config.data.manual_dir to '
+          'the folder holding the downloaded files, or unset it')
+  if data.name == 'folder':
+    _check_folder(data)
+  elif data.name == 'fashion_mnist':
+    _check_fashion_mnist(data)
+  else:
+    _check_tfds_name(data)
+
+
+def _check_folder(data) -> None:
+  if data.augment != 'inception_crop':
+    _fail('data.augment', data.augment, 'data.name=folder streams its images: set '
+          "--config.data.augment='inception_crop'")
+  if not data.data_dir or not _isdir(data.data_dir):
+    _fail('data.data_dir', data.data_dir, 'data.name=folder reads ROOT/SPLIT/CLASS/*.jpg: set '
+          '--config.data.data_dir to ROOT')
+  for field in ('train_split', 'eval_split'):
+    split = data[field]
+    if not _isdir(os.path.join(data.data_dir, split)):
+      found = sorted(d.rstrip('/') for d in _listdir(data.data_dir)
+                     if _isdir(os.path.join(data.data_dir, d)))
+      listed = ', '.join(found[:10]) + (f' and {len(found) - 10} more' if found[10:] else '')
+      _fail(f'data.{field}', split, f'{data.data_dir} has no such folder: set '
+            f'--config.data.{field} to one of its split folders ({listed or "none"})')
+
+
+def _check_fashion_mnist(data) -> None:
+  for field in ('train_split', 'eval_split'):
+    split = data[field]
+    try:
+      name, _ = sources._slice(split)  # noqa: SLF001 (the loader's own split syntax)
+    except ValueError:
+      name = None
+    if name not in sources.FASHION_MNIST_FILES:
+      _fail(f'data.{field}', split, f"set --config.data.{field} to 'train' or 'test', "
+            "optionally sliced as in 'test[:500]'")
+
+
+def _check_tfds_name(data) -> None:
+  """A name tfds knows: registered (looked up offline), or prepared in data.data_dir."""
+  try:
+    import tensorflow_datasets as tfds
+  except ImportError:
+    return  # the pipeline says so when it opens the dataset
+  base = re.split(r'[/:]', data.name)[0]  # 'name/config:version'
+  known = tfds.list_builders(with_community_datasets=False)
+  if base in known:
+    return
+  try:
+    tfds.builder(data.name, data_dir=data.data_dir)  # a dataset prepared there (no code)
+    return
+  except tfds.core.registered.DatasetNotFoundError:
+    pass
+  except Exception:  # pylint: disable=broad-except
+    return  # found but unreadable: the pipeline gives the details
+  close = difflib.get_close_matches(base, sorted({'folder', 'fashion_mnist', *known}), n=3)
+  hint = f'did you mean {" or ".join(close)}? ' if close else ''
+  _fail('data.name', data.name, f'no such tfds dataset (registered, or prepared in '
+        f'{data.data_dir or "the default data_dir"}); {hint}set --config.data.name to a tfds '
+        "name, 'folder' (your own images) or 'fashion_mnist'")
+
+
+# The workdir.
+
+def _gfile():
+  import tensorflow as tf  # gfile: local paths and gs:// alike, as rs.metrics writes them
+  return tf.io.gfile
+
+
+def _isdir(path: str) -> bool:
+  return _gfile().isdir(path)
+
+
+def _listdir(path: str) -> list[str]:
+  return _gfile().listdir(path)
+
+
+def _parent(path: str) -> str | None:
+  """The folder above `path`; None at a root ('/', 'gs://bucket')."""
+  path = path.rstrip('/')
+  if re.fullmatch(r'\w+://[^/]*', path) or not path:
+    return None
+  parent = os.path.dirname(path) or '.'  # 'runs' -> '.'
+  return None if parent == path else parent
+
+
+def _one_line(error: Exception) -> str:
+  return ' '.join(str(error).split())[:200] or type(error).__name__
+
+
+def _closest_existing(path: str) -> str | None:
+  """`path` or the closest of its parents that exists; None if not even its root does."""
+  gfile = _gfile()
+  while path is not None and not gfile.exists(path):
+    path = _parent(path)
+  return path
+
+
+def _check_writable(workdir: str) -> None:
+  gfile = _gfile()
+  fix = 'choose a --workdir you can write'
+  try:  # gfile raises for a malformed or unreachable URL (gs:// without a bucket, ...)
+    existing = _closest_existing(workdir)
+    is_folder = existing is not None and gfile.isdir(existing)
+  except Exception as e:  # pylint: disable=broad-except (tf.errors.OpError and others)
+    raise ConfigError(f'--workdir={workdir}: cannot be read ({_one_line(e)}); {fix}') from None
+  if existing is None:
+    raise ConfigError(f'--workdir={workdir}: no part of it exists (a missing bucket?); {fix}')
+  if not is_folder:
+    raise ConfigError(f'--workdir={workdir}: {existing} is a file, not a folder; {fix}')
+  local = '://' not in existing
+  if local and not os.access(existing, os.W_OK | os.X_OK):  # no write bits, read-only mount
+    raise ConfigError(f'--workdir={workdir}: cannot write in {existing} (permission denied); '
+                      f'{fix}')
+  if local and existing == workdir:
+    return  # left as it is, even its time stamp: a write test would change it
+  # A file written and removed where the workdir will be created: permissions say nothing of
+  # buckets, and root passes them where the file system refuses (/proc, ...).
+  probe = os.path.join(existing, f'.rs-write-test-{uuid.uuid4().hex}')
+  try:
+    with gfile.GFile(probe, 'w') as f:
+      f.write('')
+    gfile.remove(probe)
+  except Exception as e:  # pylint: disable=broad-except (OSError, tf.errors.OpError, ...)
+    raise ConfigError(f'--workdir={workdir}: cannot write in {existing} ({_one_line(e)}); '
+                      f'{fix}') from None
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """A finished orbax save: workdir/checkpoints/<step> (unfinished ones carry a suffix)."""
+  gfile = _gfile()
+  directory = os.path.join(workdir, 'checkpoints')
+  return gfile.isdir(directory) and any(
+      name.rstrip('/').isdigit() for name in gfile.listdir(directory))
+
+
+def _check_resume(config, workdir: str) -> None:
+  """A run resumes its latest checkpoint: it must build the parameters that were saved."""
+  gfile = _gfile()
+  saved_file = os.path.join(workdir, 'config.json')
+  if not gfile.exists(saved_file) or not has_checkpoint(workdir):
+    return  # nothing to resume
+  try:
+    with gfile.GFile(saved_file) as f:
+      saved = json.load(f)
+  except ValueError as e:
+    raise ConfigError(f'{saved_file} is not a run config ({e}); use a new --workdir') from None
+  diffs = parameter_differences(saved, config)
+  if diffs:
+    raise ConfigError(f'--workdir={workdir} holds checkpoints of another model: '
+                      f'{"; ".join(diffs)}; use a new --workdir, or these saved values to '
+                      'resume')
+
+
+def parameter_differences(saved: dict, config) -> list[str]:
+  """'field saved X, now Y' for each setting that changes the parameters' tree or shapes.
+
+  The architecture compares as built (registered values + overrides), so spelling the same
+  network differently passes; so do dropout, stochastic depth, BN group size, dtype, the
+  conv lowering, the resolution and the whole recipe, which leave the parameters as they are.
+  The number of classes (and the image channels) follow data.name.
+  """
+  saved_model, saved_data = saved.get('model', {}), saved.get('data', {})
+  old, new = architecture(saved_model), architecture(config.model)
+  diffs = [f'model.{k} saved {old[k]!r}, now {new[k]!r}' for k in ARCHITECTURE
+           if old[k] != new[k]]
+  if diffs and saved_model.get('name') != config.model.name:
+    diffs.insert(0, f'model.name saved {saved_model.get("name")!r}, now {config.model.name!r}')
+  if saved_data.get('name') != config.data.name:
+    diffs.append(f'data.name saved {saved_data.get("name")!r}, now {config.data.name!r}')
+  return diffs
