@@ -91,6 +91,11 @@ def get_config():
   # checkpoint yet; the optimizer and step start afresh.
   c.init_from = placeholder(str)
 
+  # A step whose loss or gradient is NaN/inf is never applied. 'stop': training then stops with
+  # an error naming the step and the last good checkpoint; 'skip': it goes on, and the log and
+  # TensorBoard count the skipped steps (train/nonfinite_steps).
+  c.on_nonfinite = 'stop'
+
   c.dtype = 'bfloat16'  # compute dtype; parameters, BN statistics and loss stay float32
 
   c.log_every_steps = 100

@@ -1,8 +1,10 @@
 """The one place that talks to orbax: periodic async saves, keep-last-N, exact restore."""
 import json
 import logging
+import os
 
 import jax
+import jax.numpy as jnp
 from etils import epath
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
@@ -20,12 +22,62 @@ def _plain_cpu_transfers() -> None:
         jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
 
 
+def absolute(path: str) -> str:
+  """Local paths made absolute (orbax refuses relative ones); URLs such as gs:// kept."""
+  return path if '://' in path else os.path.abspath(path)
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint in the directory can be restored."""
+
+
+def _path_name(path) -> str:
+  """A leaf's path as 'params/stem1/conv/kernel', the same for a TrainState and for the
+  nested dicts that orbax restores it as without a target."""
+  names = []
+  for key in path:
+    for attr in ('key', 'name', 'idx'):  # DictKey, GetAttrKey, SequenceKey
+      if hasattr(key, attr):
+        names.append(str(getattr(key, attr)))
+        break
+  return '/'.join(names)
+
+
+@jax.jit
+def _leaf_sums(leaves: list[jax.Array]) -> list[jax.Array]:
+  def leaf(x):
+    if x.dtype == jnp.bool_:
+      bits = x.astype(jnp.uint32)
+    else:
+      unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+      bits = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+    bits = bits.reshape(-1)
+    weights = 2 * jnp.arange(bits.size, dtype=jnp.uint32) + 1
+    return jnp.sum(bits * weights, dtype=jnp.uint32)
+  return [leaf(x) for x in leaves]
+
+
+def fingerprint(tree) -> dict[str, int]:
+  """{leaf path: sum_i bits_i * (2i + 1) mod 2**32} over each leaf's raw bits.
+
+  Saved with every checkpoint and checked after restoring it, because orbax does not notice
+  flipped bytes in an array file (measured: it restores them silently). Any single changed bit
+  changes the sum (2**k times an odd number is never 0 mod 2**32 for k < 32). Computed on the
+  devices in one small program: a save fetches one number per array, not the state.
+  """
+  paths, leaves = zip(*jax.tree_util.tree_flatten_with_path(tree)[0])
+  sums = jax.device_get(_leaf_sums([jnp.asarray(x) for x in leaves]))
+  return {_path_name(p): int(v) for p, v in zip(paths, sums)}
+
+
 class Checkpointer:
   """Saves the whole TrainState under `directory/<step>/state` every `every_steps` steps.
 
   Saves are asynchronous (the step loop goes on while arrays are written) and atomic (orbax
   writes to a temporary directory and renames it when complete), so a crash mid-save leaves
   the previous checkpoint intact. Preemption notices also trigger a save (orbax's policy).
+  Each checkpoint carries a fingerprint of the state (`fingerprint`), checked on restore:
+  `restore_latest_valid` skips an unreadable or corrupted latest checkpoint.
   """
 
   def __init__(self, directory: str, every_steps: int, keep: int):
@@ -41,15 +93,27 @@ class Checkpointer:
         ]),
         preservation_policy=policies.LatestN(keep),
         enable_async_checkpointing=True)
-    self._manager = ocp.CheckpointManager(directory, options=options, item_names=('state',))
+    self.directory = epath.Path(absolute(directory))
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=('state', 'fingerprint'))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def should_save(self, step: int) -> bool:
+    """Whether `maybe_save(step, ...)` would save (the interval or a preemption notice)."""
+    return self._manager.should_save(step)
+
   def maybe_save(self, step: int, state, force: bool = False) -> bool:
     """Starts an async save if the policy says so (or `force`); True if one started."""
-    saved = self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-                               force=force)
+    if not (force or self.should_save(step)):
+      return False
+    saved = self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        fingerprint=ocp.args.JsonSave(fingerprint(state))), force=force)
     if saved:
       logging.info('Saving checkpoint at step %d (asynchronously).', step)
     return saved
@@ -59,12 +123,67 @@ class Checkpointer:
 
     `abstract_state` is a pytree of jax.ShapeDtypeStruct with shardings, so a checkpoint
     written on one topology restores onto another. Without it, the saved tree comes back as
-    nested dicts of arrays (e.g. to inspect a checkpoint in a notebook).
+    nested dicts of arrays (e.g. to inspect a checkpoint in a notebook). Raises
+    CheckpointError if the restored arrays do not match the saved fingerprint.
     """
     step = self.latest_step() if step is None else step
-    restored = self._manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+    args = {'state': ocp.args.StandardRestore(abstract_state)}
+    has_fingerprint = (self.directory / str(step) / 'fingerprint').exists()
+    if has_fingerprint:
+      args['fingerprint'] = ocp.args.JsonRestore()
+    restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+    if has_fingerprint:
+      saved, found = restored['fingerprint'], fingerprint(restored['state'])
+      bad = sorted(k for k in saved.keys() | found.keys() if saved.get(k) != found.get(k))
+      if bad:
+        raise CheckpointError(f'{len(bad)} of {len(saved)} arrays differ from their saved '
+                              f'fingerprint, e.g. {bad[0]} (the files changed after saving)')
+    else:
+      logging.warning('The checkpoint at step %d has no fingerprint: not verified.', step)
     return restored['state']
+
+  def restore_latest_valid(self, abstract_state=None):
+    """(state, step) from the newest checkpoint that restores and verifies; None if none exist.
+
+    A newer checkpoint that fails (truncated, corrupted, missing files) is reported in one line
+    and renamed to `<step>.corrupt` - kept for inspection, and out of the way of the step being
+    saved again. Raises CheckpointError if checkpoints exist but none restores (then nothing
+    is renamed, so that no evidence is moved before a person looks).
+    """
+    steps = self.all_steps()
+    failures = []
+    for step in reversed(steps):
+      try:
+        state = self.restore(abstract_state, step)
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        reason = ' '.join(str(e).split())[:200]
+        logging.error('The checkpoint at step %d in %s is unreadable: %s: %s', step,
+                      self.directory, type(e).__name__, reason)
+        failures.append(step)
+        continue
+      for bad in failures:
+        self._move_aside(bad)
+      if failures:
+        logging.warning('Resuming from step %d instead; the unreadable checkpoint(s) %s were '
+                        'renamed to <step>.corrupt.', step, failures)
+        self._manager.reload()
+      return state, step
+    if failures:
+      raise CheckpointError(f'none of the checkpoints {failures} in {self.directory} can be '
+                            'restored (see the errors above): move them away to start afresh, '
+                            'or use a new --workdir')
+    return None
+
+  def _move_aside(self, step: int) -> None:
+    if jax.process_index() == 0:
+      source = self.directory / str(step)
+      target = self.directory / f'{step}.corrupt'
+      if target.exists():
+        target = self.directory / f'{step}.corrupt.{len(list(self.directory.glob(f"{step}.corrupt*")))}'
+      source.rename(target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f'rs_move_aside_{step}')
 
   def reached_preemption(self, step: int) -> bool:
     return self._manager.reached_preemption(step)
@@ -87,7 +206,7 @@ def abstract_like(tree, sharding):
 # DIR/model.json says which network they belong to.
 
 def save_variables(directory: str, variables, meta: dict) -> None:
-  directory = epath.Path(directory)
+  directory = epath.Path(absolute(directory))
   directory.mkdir(parents=True, exist_ok=True)
   _plain_cpu_transfers()
   with ocp.StandardCheckpointer() as saver:
@@ -97,7 +216,7 @@ def save_variables(directory: str, variables, meta: dict) -> None:
 
 def load_variables(directory: str, abstract=None) -> tuple[dict, dict]:
   """(variables, meta) from `save_variables`; placed as `abstract`'s shardings say if given."""
-  directory = epath.Path(directory)
+  directory = epath.Path(absolute(directory))
   meta_file = directory / 'model.json'
   if not meta_file.exists():
     raise FileNotFoundError(f'{directory} holds no rs weights (no model.json): give a directory '

@@ -38,7 +38,8 @@ def evaluate_weights(config: ml_collections.ConfigDict, weights_dir: str,
   # The eval step scores raw and EMA weights; here both are the saved ones.
   state = TrainState(step=None, params=variables['params'], batch_stats=variables['batch_stats'],
                      opt_state=None, ema_params=variables['params'],
-                     ema_batch_stats=variables['batch_stats'], rng=None)
+                     ema_batch_stats=variables['batch_stats'], rng=None,
+                     nonfinite_steps=None, first_nonfinite_step=None)
   eval_fn = jax.jit(functools.partial(step_lib.eval_step, model=model, config=config),
                     in_shardings=(replicated, sharding.batch_sharded(mesh)),
                     out_shardings=replicated)

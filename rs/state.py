@@ -16,6 +16,9 @@ class TrainState:
   ema_params: Any  # exponential moving averages, used for the "ema" evaluation
   ema_batch_stats: Any
   rng: jax.Array  # raw key data (uint32); each step folds its own step number in
+  # Steps whose loss or gradient was not finite: their update was not applied (rs.step).
+  nonfinite_steps: jax.Array
+  first_nonfinite_step: jax.Array  # the first such step, 0 if none
 
 
 def create_state(rng: jax.Array, model, tx: optax.GradientTransformation,
@@ -27,4 +30,5 @@ def create_state(rng: jax.Array, model, tx: optax.GradientTransformation,
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
       opt_state=tx.init(params), ema_params=params, ema_batch_stats=batch_stats,
-      rng=jax.random.key_data(state_rng))
+      rng=jax.random.key_data(state_rng), nonfinite_steps=jnp.zeros((), jnp.int32),
+      first_nonfinite_step=jnp.zeros((), jnp.int32))

@@ -52,24 +52,41 @@ def train_step(state: TrainState, batch, *, model, tx, schedule, config):
     return loss, (logits, updates['batch_stats'])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_norm = optax.global_norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
 
   decay = ema_decay(config.ema_decay, state.step)
   ema = lambda old, new: decay * old + (1.0 - decay) * new
-  new_state = state.replace(
-      step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+  updated = state.replace(
+      params=params, batch_stats=batch_stats, opt_state=opt_state,
       ema_params=jax.tree.map(ema, state.ema_params, params),
       ema_batch_stats=jax.tree.map(ema, state.ema_batch_stats, batch_stats))
+  new_state = skip_if_nonfinite(state, updated, jnp.isfinite(loss) & jnp.isfinite(grad_norm))
   metrics = {
       'loss': loss,
       'l2_loss': optim.l2_loss(state.params),
       'learning_rate': schedule(state.step),
       'top1': jnp.mean(topk_correct(logits, labels, 1)),
       'top5': jnp.mean(topk_correct(logits, labels, 5)),
-      'grad_norm': optax.global_norm(grads),
+      'grad_norm': grad_norm,
   }
   return new_state, metrics
+
+
+def skip_if_nonfinite(state: TrainState, updated: TrainState, finite: jax.Array) -> TrainState:
+  """`updated` one step on, or - if the step's loss or gradient was not finite - `state` with
+  only the step and the non-finite counters advanced.
+
+  The update is dropped on the device in every mode, so no NaN ever reaches the weights or a
+  checkpoint; whether training then stops or goes on is the host's choice
+  (config.on_nonfinite). A select per element, fused into the update: no extra pass.
+  """
+  step = state.step + 1
+  kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+  first = jnp.where(~finite & (state.nonfinite_steps == 0), step, state.first_nonfinite_step)
+  count = state.nonfinite_steps + (~finite).astype(jnp.int32)
+  return kept.replace(step=step, nonfinite_steps=count, first_nonfinite_step=first)
 
 
 def eval_step(state: TrainState, batch, *, model, config):

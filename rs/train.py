@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from rs import checkpoint, memory, metrics, optim, sharding
+from rs import checkpoint, memory, metrics, optim, preemption, sharding, validate
 from rs.data import pipeline as pipeline_lib
 from rs.programs import build_training
 
@@ -47,14 +47,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `mesh` defaults to every device of every host on one data-parallel axis.
   """
   mesh = mesh or sharding.create_mesh()
-  sharding.check_batch_size('batch_size', config.batch_size, mesh)
-  sharding.check_batch_size('eval_batch_size', config.eval_batch_size, mesh)
+  # Everything that can be wrong with the config, the data or the workdir fails here, in one
+  # line, before anything is compiled or written.
+  validate.check_config(config, mesh)
+  validate.check_workdir(config, workdir)
+  with validate.data_errors():  # a dataset not found or not prepared, a split it lacks
+    pipeline = pipeline_lib.create_pipeline(config)
+    steps_per_epoch = pipeline.steps_per_epoch  # streamed: counts the training split
+    validate.check_durations(config, steps_per_epoch)
   metrics.write_config(workdir, config)
   writer = metrics.create_writer(workdir)
 
-  # Input.
-  pipeline = pipeline_lib.create_pipeline(config)
-  steps_per_epoch = pipeline.steps_per_epoch
   total_steps = optim.steps_for(config, 'train', steps_per_epoch)
   warmup_steps = optim.steps_for(config, 'warmup', steps_per_epoch)
   eval_every = optim.steps_for(config, 'eval_every', steps_per_epoch)
@@ -71,16 +74,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   ckpt = checkpoint.Checkpointer(f'{workdir}/checkpoints', config.checkpoint_every_steps,
                                  config.keep_checkpoints)
-  if ckpt.latest_step() is not None:
+  try:
     abstract = checkpoint.abstract_like(jax.eval_shape(init, rng), state_sharding)
-    state = ckpt.restore(abstract)
-    logging.info('Resumed from the checkpoint at step %d.', int(state.step))
-  else:
-    state = jax.jit(init, out_shardings=state_sharding)(rng)
-    if config.init_from:
-      state = start_from_weights(state, config.init_from, state_sharding)
+    restored = ckpt.restore_latest_valid(abstract)
+    if restored is not None:
+      state, step = restored
+      logging.info('Resumed from the checkpoint at step %d.', step)
+    else:
+      state = jax.jit(init, out_shardings=state_sharding)(rng)
+      if config.init_from:
+        state = start_from_weights(state, config.init_from, state_sharding)
+    with preemption.StopRequest() as stop:
+      result = _loop(config, workdir, state, pipeline, train_fn, eval_fn, mesh, ckpt, writer,
+                     stop, total_steps, eval_every, steps_per_epoch)
+  finally:
+    writer.flush()
+    ckpt.close()  # waits for the last asynchronous save to be complete on disk
+  return result
 
-  # Loop.
+
+class NonFiniteError(FloatingPointError):
+  """A step's loss or gradient was NaN or infinite (config.on_nonfinite='stop')."""
+
+
+def _check_finite(config, state, ckpt, workdir: str) -> int:
+  """The run's count of non-finite steps; raises NonFiniteError in 'stop' mode if any."""
+  count, first = (int(v) for v in jax.device_get((state.nonfinite_steps,
+                                                   state.first_nonfinite_step)))
+  if count and config.on_nonfinite == 'stop':
+    last = ckpt.latest_step()
+    saved = (f'the last good checkpoint, step {last}, is kept in {workdir}/checkpoints'
+             if last is not None else 'no checkpoint was saved yet')
+    raise NonFiniteError(
+        f'non-finite loss or gradient at step {first} (update not applied); {saved}. Fix: lower '
+        '--config.optimizer.base_learning_rate or check the data, or set '
+        '--config.on_nonfinite=skip to skip such steps')
+  return count
+
+
+def _loop(config, workdir, state, pipeline, train_fn, eval_fn, mesh, ckpt, writer, stop,
+          total_steps, eval_every, steps_per_epoch) -> dict[str, float]:
+  """Steps from state.step to total_steps: log, evaluate, save; stops early on a signal."""
   start_step = int(state.step)
   throughput = metrics.Throughput(total_steps, config.batch_size, start_step, writer)
   train_metrics, result = [], {}
@@ -100,6 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if step % config.log_every_steps == 0 or step == total_steps:
       summary = metrics.mean_of(train_metrics) | throughput(step)
       summary['epoch'] = step / steps_per_epoch
+      summary['nonfinite_steps'] = _check_finite(config, state, ckpt, workdir)
       writer.write_scalars(step, {f'train/{k}': v for k, v in summary.items()})
       metrics.log_line('train', step, summary)
       train_metrics = []
@@ -114,13 +149,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
       metrics.log_line('eval', step, result)
       metrics.write_eval(workdir, step, step / steps_per_epoch, result)
-    ckpt.maybe_save(step, state, force=step == total_steps)
-    if ckpt.reached_preemption(step):
-      logging.warning('Preemption notice at step %d: checkpoint saved, stopping.', step)
-      break
+    stopping = stop.signal_name is not None or ckpt.reached_preemption(step)
+    if stopping or step == total_steps or ckpt.should_save(step):
+      _check_finite(config, state, ckpt, workdir)  # never save past a non-finite step in 'stop'
+      ckpt.maybe_save(step, state, force=stopping or step == total_steps)
+    if stopping:
+      logging.warning('Stopped at step %d (%s): checkpoint saved; run the same command to '
+                      'resume.', step, stop.signal_name or 'preemption notice')
+      return result
   if start_step >= total_steps:  # a finished workdir: report its evaluation
     result = evaluate(eval_fn, state, pipeline, mesh)
     metrics.log_line('eval', int(state.step), result)
-  writer.flush()
-  ckpt.close()
   return result

@@ -71,7 +71,7 @@ def test_mini_sweep_trains_benchmarks_and_plots(tiny, tmp_path):
   through its command line."""
   out = str(tmp_path / 'sweep')
   epochs = 6 * 32 / 60_000  # 6 steps of 32 images
-  points = sweep.expand(tiny(), (0.125, 0.25), (26,), (16,), (epochs,), regularize=False)
+  points = sweep.expand(tiny(), (0.125, 0.25), (26,), (24,), (epochs,), regularize=False)
   one_device = sharding.create_mesh(jax.devices()[:1])  # compiles faster than 8 fake devices
   sweep.run(points, out, benchmark=True, num_classes=10, mesh=one_device, steps=1, rounds=1,
             kinds=('train',))
