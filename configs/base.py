@@ -69,6 +69,7 @@ def get_config():
   # Keep decoded images in host memory after the first epoch: for small datasets only (ImageNet
   # decoded is ~110 GB per host copy); crops and augmentation stay random every epoch.
   c.data.cache_decoded = False
+  c.data.bad_images = 'skip'  # undecodable images: 'skip' (logged, counted) | 'stop' (error)
 
   c.batch_size = 4096  # global, over all devices and hosts
   c.eval_batch_size = 1024
@@ -84,12 +85,18 @@ def get_config():
   c.optimizer.momentum = 0.9
   c.optimizer.nesterov = True  # TF1: MomentumOptimizer(use_nesterov=True); TF2: False
   c.optimizer.weight_decay = 4e-5  # L2 on every parameter but BatchNorm's (TF1 semantics)
+  # Learning-rate multipliers by parameter name, 'REGEX:MULTIPLIER', first match wins, others
+  # x1: ('^head/:10',) trains a new head 10x faster; ('^head/:1', '.*:0') freezes the rest.
+  c.optimizer.param_groups = ()
   c.label_smoothing = 0.1
   c.ema_decay = 0.9999  # effective decay min(d, (1+t)/(10+t)); 0 makes 'ema' = raw weights
 
   # Weights to start from (a directory written by rs.convert), when the workdir has no
   # checkpoint yet; the optimizer and step start afresh.
   c.init_from = placeholder(str)
+  # Fine-tuning: a regex of parameters not to load, kept freshly initialised (e.g. '^head/' for
+  # a classifier with another number of classes); any other difference is an error.
+  c.init_skip = placeholder(str)
 
   # A step whose loss or gradient is NaN/inf is never applied. 'stop': training then stops with
   # an error naming the step and the last good checkpoint; 'skip': it goes on, and the log and

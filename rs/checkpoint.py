@@ -9,6 +9,8 @@ from etils import epath
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from rs.state import path_name
+
 
 def _plain_cpu_transfers() -> None:
   """On CPU, save each array from one replica instead of slicing it over all of them.
@@ -29,18 +31,6 @@ def absolute(path: str) -> str:
 
 class CheckpointError(RuntimeError):
   """No checkpoint in the directory can be restored."""
-
-
-def _path_name(path) -> str:
-  """A leaf's path as 'params/stem1/conv/kernel', the same for a TrainState and for the
-  nested dicts that orbax restores it as without a target."""
-  names = []
-  for key in path:
-    for attr in ('key', 'name', 'idx'):  # DictKey, GetAttrKey, SequenceKey
-      if hasattr(key, attr):
-        names.append(str(getattr(key, attr)))
-        break
-  return '/'.join(names)
 
 
 @jax.jit
@@ -67,7 +57,7 @@ def fingerprint(tree) -> dict[str, int]:
   """
   paths, leaves = zip(*jax.tree_util.tree_flatten_with_path(tree)[0])
   sums = jax.device_get(_leaf_sums([jnp.asarray(x) for x in leaves]))
-  return {_path_name(p): int(v) for p, v in zip(paths, sums)}
+  return {path_name(p): int(v) for p, v in zip(paths, sums)}
 
 
 class Checkpointer:
@@ -92,7 +82,10 @@ class Checkpointer:
             policies.PreemptionCheckpointingPolicy(),
         ]),
         preservation_policy=policies.LatestN(keep),
-        enable_async_checkpointing=True)
+        enable_async_checkpointing=True,
+        # A save cut short (kill -9 mid-write) leaves <step>.orbax-checkpoint-tmp: never a
+        # checkpoint, so removed on the next start.
+        cleanup_tmp_directories=True)
     self.directory = epath.Path(absolute(directory))
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=('state', 'fingerprint'))

@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rs import transfer
+
 
 def peak_learning_rate(base_learning_rate: float, batch_size: int) -> float:
   """The linear scaling rule of the official code: base x batch / 256 (0.1 x 4096/256 = 1.6)."""
@@ -56,10 +58,27 @@ def l2_loss(params) -> jax.Array:
 
 def create_optimizer(opt_config, schedule: optax.Schedule) -> optax.GradientTransformation:
   """L2 decay then momentum SGD: wd x param joins the gradient before the momentum buffer,
-  which is what adding wd x l2_loss to the TF1 loss does."""
-  return optax.chain(
-      optax.add_decayed_weights(opt_config.weight_decay, mask=weight_decay_mask),
-      optax.sgd(schedule, momentum=opt_config.momentum, nesterov=opt_config.nesterov))
+  which is what adding wd x l2_loss to the TF1 loss does.
+
+  `opt_config.param_groups` ('REGEX:MULTIPLIER', ...; rs.transfer) scales the learning rate
+  of the parameters whose names match (first match wins): fine-tuning trains a new head faster
+  than the backbone, and a multiplier of 0 freezes parameters (no update, no decay, and no
+  momentum buffer).
+  """
+  def sgd(multiplier: float) -> optax.GradientTransformation:
+    if multiplier == 0:
+      return optax.set_to_zero()
+    scaled = schedule if multiplier == 1 else (lambda step: multiplier * schedule(step))
+    return optax.chain(
+        optax.add_decayed_weights(opt_config.weight_decay, mask=weight_decay_mask),
+        optax.sgd(scaled, momentum=opt_config.momentum, nesterov=opt_config.nesterov))
+
+  groups = transfer.parse_param_groups(opt_config.get('param_groups'))
+  if not groups:
+    return sgd(1.0)
+  multipliers = {repr(m) for _, m in groups} | {repr(1.0)}
+  return optax.multi_transform({label: sgd(float(label)) for label in multipliers},
+                               lambda params: transfer.group_labels(params, groups))
 
 
 def steps_for(config, name: str, steps_per_epoch: float) -> int:

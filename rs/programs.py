@@ -33,6 +33,16 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, num_devices
                       dtype=DTYPES[config.dtype], **overrides)
 
 
+def model_from_meta(meta: dict, dtype: str = 'float32'):
+  """The network a weights directory's model.json describes (rs.convert, rs.export): its
+  registered name, class count and architecture overrides, for inference."""
+  overrides = dict(meta.get('overrides') or {})
+  if 'stage_sizes' in overrides:
+    overrides['stage_sizes'] = tuple(overrides['stage_sizes'])
+  return create_model(meta['model'], num_classes=int(meta['num_classes']), dtype=DTYPES[dtype],
+                      **overrides)
+
+
 class Training(NamedTuple):
   """What a run compiles: the network, the state's initialiser and sharding, the jitted steps."""
   model: Any

@@ -21,6 +21,18 @@ class TrainState:
   first_nonfinite_step: jax.Array  # the first such step, 0 if none
 
 
+def path_name(path) -> str:
+  """A leaf's tree path as 'params/stem1/conv/kernel': dict keys, attributes and indices joined
+  by '/', the same for a TrainState and for the nested dicts orbax restores it as."""
+  names = []
+  for key in path:
+    for attr in ('key', 'name', 'idx'):  # DictKey, GetAttrKey, SequenceKey
+      if hasattr(key, attr):
+        names.append(str(getattr(key, attr)))
+        break
+  return '/'.join(names)
+
+
 def create_state(rng: jax.Array, model, tx: optax.GradientTransformation,
                  image_shape: tuple[int, ...]) -> TrainState:
   """A fresh state; call it under jax.jit with out_shardings to create it sharded in place."""

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from rs import checkpoint, memory, metrics, optim, preemption, sharding, validate
+from rs import checkpoint, memory, metrics, optim, preemption, sharding, transfer, validate
 from rs.data import pipeline as pipeline_lib
 from rs.programs import build_training
 
@@ -27,12 +27,14 @@ def evaluate(eval_fn, state, pipeline, mesh) -> dict[str, float]:
   return {k: float(v / count) for k, v in totals.items()} | {'num_examples': int(count)}
 
 
-def start_from_weights(state, directory: str, sharding_):
-  """`state` with its weights (raw and EMA) replaced by saved ones (e.g. rs.convert's)."""
-  abstract = checkpoint.abstract_like(
-      {'params': state.params, 'batch_stats': state.batch_stats}, sharding_)
-  variables, meta = checkpoint.load_variables(directory, abstract)
-  logging.info('Starting from the weights in %s (%s).', directory, meta)
+def start_from_weights(state, directory: str, sharding_, skip: str | None = None):
+  """`state` with its weights (raw and EMA) replaced by saved ones (rs.export's, rs.convert's),
+  except those matching the regex `skip` (config.init_skip: e.g. a new classifier)."""
+  initial = {'params': state.params, 'batch_stats': state.batch_stats}
+  saved, meta = checkpoint.load_variables(directory)
+  variables, report = transfer.merge(initial, saved, skip)
+  transfer.log_report(report, f'{directory} ({meta.get("model")}, {meta.get("source")})')
+  variables = jax.device_put(variables, sharding_)
   # The EMA gets its own buffers: the train step donates every leaf of the state.
   copy = lambda tree: jax.tree.map(jnp.copy, tree)
   return state.replace(params=variables['params'], batch_stats=variables['batch_stats'],
@@ -83,7 +85,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     else:
       state = jax.jit(init, out_shardings=state_sharding)(rng)
       if config.init_from:
-        state = start_from_weights(state, config.init_from, state_sharding)
+        state = start_from_weights(state, config.init_from, state_sharding, config.init_skip)
     with preemption.StopRequest() as stop:
       result = _loop(config, workdir, state, pipeline, train_fn, eval_fn, mesh, ckpt, writer,
                      stop, total_steps, eval_every, steps_per_epoch)

@@ -12,7 +12,7 @@ import os
 import re
 import uuid
 
-from rs import optim, programs, sharding
+from rs import optim, programs, sharding, transfer
 from rs.data import sources
 from rs.models import convolution, registry, resnet
 
@@ -36,6 +36,7 @@ def check_config(config, mesh) -> None:
   _check_image_size(config)
   _check_batches(config, mesh)
   _check_data(config.data)
+  _check_init(config)
 
 
 def check_workdir(config, workdir: str) -> None:
@@ -270,6 +271,30 @@ def _check_batches(config, mesh) -> None:
     _fail('model.bn_group_size', group, f'does not divide batch_size={config.batch_size}: '
           f'set --config.model.bn_group_size to a divisor of it, e.g. the per-device batch '
           f'{per_device} (what unset means)')
+
+
+def _check_init(config) -> None:
+  """Fine-tuning: the weights directory exists, the patterns are valid regexes."""
+  init_from = _get(config, 'init_from')
+  if init_from is not None and init_from is not _MISSING:
+    if not init_from:
+      _fail('init_from', init_from, 'set --config.init_from to a weights directory written by '
+            'rs.export or rs.convert')
+    if not _gfile().exists(os.path.join(init_from, 'model.json')):
+      _fail('init_from', init_from, 'no model.json there: set --config.init_from to a weights '
+            'directory written by rs.export or rs.convert')
+  skip = _get(config, 'init_skip')
+  if skip not in (None, _MISSING):
+    try:
+      re.compile(skip)
+    except re.error as e:
+      _fail('init_skip', skip, f'not a regex ({e}): set --config.init_skip to e.g. "^head/"')
+  groups = _get(config, 'optimizer.param_groups')
+  if groups not in (None, _MISSING):
+    try:
+      transfer.parse_param_groups(groups)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
 
 
 # The data.

@@ -60,12 +60,25 @@ def config_files():
 
 
 @pytest.mark.parametrize('name', config_files())
-def test_every_config_file_passes_on_one_device(name):
+def test_every_config_file_passes_on_one_device(name, tmp_path):
   import importlib.util
   spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  validate.check_config(module.get_config(), sharding.create_mesh(jax.devices()[:1]))
+  config = module.get_config()
+  one_device = sharding.create_mesh(jax.devices()[:1])
+  if config.init_from == '':  # configs/finetune.py: the user's weights and images
+    with pytest.raises(validate.ConfigError, match=r'^data.data_dir=.*--config.data.data_dir'):
+      validate.check_config(config, one_device)
+    for split in ('train', 'validation'):
+      (tmp_path / 'images' / split / 'cat').mkdir(parents=True)
+    config.data.data_dir = str(tmp_path / 'images')
+    with pytest.raises(validate.ConfigError, match=r'^init_from=.*--config.init_from'):
+      validate.check_config(config, one_device)
+    (tmp_path / 'weights').mkdir()
+    (tmp_path / 'weights' / 'model.json').write_text('{}')
+    config.init_from = str(tmp_path / 'weights')
+  validate.check_config(config, one_device)
 
 
 @pytest.mark.parametrize('model, stem_pool, smallest', [

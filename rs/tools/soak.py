@@ -64,9 +64,11 @@ class Attempt:
   lines: list = dataclasses.field(default_factory=list)
 
 
-def saving_in_progress(workdir: str) -> bool:
-  """True while orbax writes a checkpoint (its temporary directory exists)."""
-  return bool(glob.glob(os.path.join(workdir, 'checkpoints', '*.orbax-checkpoint-tmp*')))
+def saving_in_progress(workdir: str, since: float = 0.0) -> bool:
+  """True while orbax writes a checkpoint: a temporary directory exists, created (or last
+  written) after `since` (time.time()), so that one left by an earlier kill does not count."""
+  return any(os.path.getmtime(d) >= since for d in
+             glob.glob(os.path.join(workdir, 'checkpoints', '*.orbax-checkpoint-tmp*')))
 
 
 def run_once(workdir: str, env: dict, overrides=SOAK_OVERRIDES, kill_when=None,
@@ -75,6 +77,7 @@ def run_once(workdir: str, env: dict, overrides=SOAK_OVERRIDES, kill_when=None,
   line for which that is true (checked as each line arrives). `signal_when=(signum, when)`
   instead sends `signum` once and lets the trainer end by itself. Returns what happened."""
   attempt = Attempt()
+  started = time.time()
   process = subprocess.Popen(command(workdir, overrides), cwd=REPO, env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   deadline = time.monotonic() + timeout
@@ -88,7 +91,7 @@ def run_once(workdir: str, env: dict, overrides=SOAK_OVERRIDES, kill_when=None,
       process.send_signal(signal_when[0])
       attempt.signal_time = time.monotonic()
     if kill_when is not None and kill_when(line, attempt):
-      attempt.mid_save = saving_in_progress(workdir)
+      attempt.mid_save = saving_in_progress(workdir, since=started)
       process.send_signal(signal.SIGKILL)
       attempt.killed = True
       break
