@@ -21,6 +21,8 @@ setup(
         # timm (with torch and torchvision) is the independent reference for parity tests;
         # these torch builds install from local disk on the CI machines (Python 3.11).
         'test': ['pytest', 'pytest-xdist', 'torch==2.14.1', 'torchvision==0.29.1',
-                 'timm==1.0.31', 'scikit-image'],
+                 'timm==1.0.31', 'scikit-image',
+                 # CI executes notebooks/finetune.ipynb top to bottom.
+                 'nbclient==0.11.0', 'nbformat==5.11.1', 'ipykernel==7.4.0'],
     },
 )

@@ -170,9 +170,8 @@ class Checkpointer:
   def _move_aside(self, step: int) -> None:
     if jax.process_index() == 0:
       source = self.directory / str(step)
-      target = self.directory / f'{step}.corrupt'
-      if target.exists():
-        target = self.directory / f'{step}.corrupt.{len(list(self.directory.glob(f"{step}.corrupt*")))}'
+      earlier = len(list(self.directory.glob(f'{step}.corrupt*')))  # the step damaged before
+      target = self.directory / (f'{step}.corrupt' + (f'.{earlier}' if earlier else ''))
       source.rename(target)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils

@@ -49,6 +49,19 @@ def write_eval(workdir: str, step: int, epoch: float, result: dict[str, float]) 
     json.dump(sorted(evals, key=lambda e: e['step']), f, indent=1)
 
 
+def read_scalars(workdir: str, tag: str) -> dict[int, float]:
+  """{step: value} of one scalar the run wrote to TensorBoard (e.g. 'train/loss'), for plots
+  in a notebook and for tests; the latest value wins where a resumed run wrote a step twice."""
+  import tensorflow as tf
+  values = {}
+  for path in sorted(tf.io.gfile.glob(os.path.join(workdir, 'tb', 'events.out.tfevents.*'))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          values[event.step] = float(tf.make_ndarray(value.tensor))
+  return dict(sorted(values.items()))
+
+
 class Throughput:
   """steps/s, images/s and ETA between two log points, with eval time left out.
 

@@ -305,8 +305,8 @@ def _check_data(data) -> None:
           'the folder holding the downloaded files, or unset it')
   if data.name == 'folder':
     _check_folder(data)
-  elif data.name == 'fashion_mnist':
-    _check_fashion_mnist(data)
+  elif data.name in sources.ARRAY_DATASETS:
+    _check_array_splits(data)
   else:
     _check_tfds_name(data)
 
@@ -328,16 +328,18 @@ def _check_folder(data) -> None:
             f'--config.data.{field} to one of its split folders ({listed or "none"})')
 
 
-def _check_fashion_mnist(data) -> None:
+def _check_array_splits(data) -> None:
+  """The in-memory datasets rs reads itself (Fashion-MNIST, lfw_faces): their split names."""
+  splits = sources.ARRAY_DATASETS[data.name]
   for field in ('train_split', 'eval_split'):
     split = data[field]
     try:
       name, _ = sources._slice(split)  # noqa: SLF001 (the loader's own split syntax)
     except ValueError:
       name = None
-    if name not in sources.FASHION_MNIST_FILES:
-      _fail(f'data.{field}', split, f"set --config.data.{field} to 'train' or 'test', "
-            "optionally sliced as in 'test[:500]'")
+    if name not in splits:
+      _fail(f'data.{field}', split, f"set --config.data.{field} to {' or '.join(map(repr, splits))}"
+            f", optionally sliced as in '{splits[-1]}[:500]'")
 
 
 def _check_tfds_name(data) -> None:
@@ -357,7 +359,8 @@ def _check_tfds_name(data) -> None:
     pass
   except Exception:  # pylint: disable=broad-except
     return  # found but unreadable: the pipeline gives the details
-  close = difflib.get_close_matches(base, sorted({'folder', 'fashion_mnist', *known}), n=3)
+  close = difflib.get_close_matches(base, sorted({'folder', *sources.ARRAY_DATASETS, *known}),
+                                    n=3)
   hint = f'did you mean {" or ".join(close)}? ' if close else ''
   _fail('data.name', data.name, f'no such tfds dataset (registered, or prepared in '
         f'{data.data_dir or "the default data_dir"}); {hint}set --config.data.name to a tfds '

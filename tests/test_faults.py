@@ -9,8 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from rs import checkpoint, train
-from test_train import scalars
+from rs import checkpoint, metrics, train
 
 
 def largest_array_file(step_dir):
@@ -127,11 +126,12 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path):
   config.on_nonfinite = 'skip'
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
-  losses, norms = scalars(workdir, 'train/loss'), scalars(workdir, 'train/grad_norm')
+  losses = metrics.read_scalars(workdir, 'train/loss')
+  norms = metrics.read_scalars(workdir, 'train/grad_norm')
   bad_steps = [s for s in sorted(losses)
                if not (np.isfinite(losses[s]) and np.isfinite(norms[s]))]
   assert bad_steps == list(range(3, 9))  # counted independently, from the logged values
-  assert scalars(workdir, 'train/nonfinite_steps') == {
+  assert metrics.read_scalars(workdir, 'train/nonfinite_steps') == {
       s: float(sum(b <= s for b in bad_steps)) for s in range(1, 9)}
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), 1, 5)
   final, after_2 = jax.device_get((ckpt.restore(step=8), ckpt.restore(step=2)))

@@ -8,7 +8,6 @@ the same command run without interruption.
 import os
 import re
 import signal
-import time
 
 import jax
 import numpy as np

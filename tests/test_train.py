@@ -1,26 +1,13 @@
 """End to end on real Fashion-MNIST: devices, logging, checkpoints, exact resume."""
-import glob
 import os
 import shutil
 
 import jax
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from rs import checkpoint, metrics, sharding, train
 from rs.state import TrainState
-
-
-def scalars(workdir, tag):
-  """{step: value} of one TensorBoard scalar written by the run."""
-  out = {}
-  for path in glob.glob(os.path.join(workdir, 'tb', 'events.out.tfevents.*')):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for v in event.summary.value:
-        if v.tag == tag:
-          out[event.step] = float(tf.make_ndarray(v.tensor))
-  return out
 
 
 def final_state(workdir) -> TrainState:
@@ -46,10 +33,10 @@ def test_run_evaluates_whole_split_and_logs(eight_device_run):
     assert 0.0 <= result[key] <= 1.0
   assert 0.0 < result['loss'] < 10.0 and 0.0 < result['ema_loss'] < 10.0
   assert result['top5'] >= result['top1']
-  losses = scalars(workdir, 'train/loss')
+  losses = metrics.read_scalars(workdir, 'train/loss')
   assert sorted(losses) == [1, 2, 3, 4, 5, 6]
   for tag in ('train/images_per_sec', 'train/learning_rate', 'eval/ema_top1', 'train/eta_minutes'):
-    assert scalars(workdir, tag), tag
+    assert metrics.read_scalars(workdir, tag), tag
   assert os.path.exists(os.path.join(workdir, 'config.json'))
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
   # eval.json (for rs.pareto): the one evaluation, at step 6, equal to the returned result.
@@ -65,7 +52,8 @@ def test_one_device_gives_the_same_losses(eight_device_run, tmp_path, tiny):
   config = tiny()
   config.model.bn_group_size = 4
   result1 = train.train_and_evaluate(config, workdir1, mesh=sharding.create_mesh(jax.devices()[:1]))
-  l8, l1 = scalars(workdir8, 'train/loss'), scalars(workdir1, 'train/loss')
+  l8 = metrics.read_scalars(workdir8, 'train/loss')
+  l1 = metrics.read_scalars(workdir1, 'train/loss')
   # float32 reduction orders differ; BN over groups of 4 amplifies them to ~3e-5 by step 6.
   np.testing.assert_allclose([l8[s] for s in sorted(l8)], [l1[s] for s in sorted(l1)],
                              rtol=1e-4)
@@ -80,7 +68,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted_bit_for_bit(eight_device_r
   shutil.copytree(os.path.join(workdir, 'checkpoints', '3'),
                   os.path.join(resumed, 'checkpoints', '3'))
   result = train.train_and_evaluate(tiny(), resumed)
-  assert sorted(scalars(resumed, 'train/loss')) == [4, 5, 6]  # it did not start over
+  assert sorted(metrics.read_scalars(resumed, 'train/loss')) == [4, 5, 6]  # it did not start over
   # Running a finished workdir again trains nothing and reports the same evaluation.
   assert train.train_and_evaluate(tiny(), resumed) == pytest.approx(result)
   a, b = final_state(workdir), final_state(resumed)

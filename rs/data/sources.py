@@ -81,13 +81,43 @@ def _slice(split: str) -> tuple[str, slice]:
   return name, slice(int(start) if start else None, int(stop) if stop else None)
 
 
+def _load_lfw_faces(split: str) -> ArraySplit:
+  """scikit-image's bundled LFW subset as a 2-class task: 100 faces (label 0) and 100
+  non-face crops (label 1), 25x25 grayscale. 'train' holds the first 80 of each, 'test' the
+  last 20 of each: a real dataset small enough to fine-tune on in seconds (the notebook)."""
+  try:
+    from skimage import data
+  except ImportError:
+    raise FileNotFoundError('lfw_faces comes with scikit-image: pip install scikit-image'
+                            ) from None
+  images = np.round(data.lfw_subset() * 255).astype(np.uint8)[..., None]
+  labels = np.repeat(np.arange(2, dtype=np.int32), 100)
+  rows = np.r_[0:80, 100:180] if split == 'train' else np.r_[80:100, 180:200]
+  return ArraySplit(images[rows], labels[rows], num_classes=2)
+
+
+# The small datasets held in memory without tfds: their splits, and their class names.
+ARRAY_DATASETS = {
+    'fashion_mnist': ('train', 'test'),
+    'lfw_faces': ('train', 'test'),
+}
+CLASS_NAMES = {
+    'lfw_faces': ('face', 'not a face'),
+}
+
+
 def load_array_split(name: str, split: str, data_dir: str | None = None,
                      manual_dir: str | None = None) -> ArraySplit:
   """`split` of the small dataset `name`, in memory; `split` may carry a [start:stop] slice."""
-  if name != 'fashion_mnist':
+  if name not in ARRAY_DATASETS:
     return _load_tfds(name, split, data_dir)
   split, rows = _slice(split)
-  full = _load_fashion_mnist(split, data_dir, manual_dir)
+  if split not in ARRAY_DATASETS[name]:
+    raise ValueError(f'{name} has splits {ARRAY_DATASETS[name]}, not {split!r}')
+  if name == 'lfw_faces':
+    full = _load_lfw_faces(split)
+  else:
+    full = _load_fashion_mnist(split, data_dir, manual_dir)
   return dataclasses.replace(full, images=full.images[rows], labels=full.labels[rows])
 
 

@@ -15,7 +15,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 
 from rs import benchmark
