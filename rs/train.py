@@ -24,7 +24,10 @@ def evaluate(eval_fn, state, pipeline, mesh) -> dict[str, float]:
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = totals.pop('count')
-  return {k: float(v / count) for k, v in totals.items()} | {'num_examples': int(count)}
+  result = {k: float(v / count) for k, v in totals.items()} | {'num_examples': int(count)}
+  if getattr(pipeline, 'eval_skipped', 0):  # undecodable images left out (class folders)
+    result['undecodable'] = pipeline.eval_skipped
+  return result
 
 
 def start_from_weights(state, directory: str, sharding_, skip: str | None = None):

@@ -202,6 +202,7 @@ def _choices() -> tuple:
       ('optimizer.schedule', ('cosine', 'step'), False),
       ('on_nonfinite', ('stop', 'skip'), False),
       ('data.augment', AUGMENTS, False),
+      ('data.bad_images', ('skip', 'stop'), False),
       ('data.resize_method', tf_preprocess.RESIZE_METHODS, False),
       ('data.randaugment_contrast_mean', randaugment.CONTRAST_MEANS, False),
   )

@@ -1,6 +1,9 @@
 """Where streamed examples come from: encoded images and labels, this host's share, in order.
 
-Two sources give the same thing, a tf.data dataset of {'image': encoded bytes, 'label': int32}:
+Two sources give the same thing, a tf.data dataset of {'image': encoded bytes, 'label': int32,
+'path': where the bytes came from (the image file, or RECORD_FILE[INDEX]), for messages}; with a
+`check`, also 'ok': check(image, path), computed in the map that reads each record (a map or
+filter of its own costs a function call per image, several times the check's own ops):
 - `TfdsRecords`: a prepared tfds dataset (any image-classification builder: imagenet2012 from
   its manual-download directory, tf_flowers, ...), read straight from its record files;
 - `FolderRecords`: the user's own images, ROOT/SPLIT/CLASS/*.jpg|png (classes: the sorted
@@ -98,8 +101,12 @@ class TfdsRecords:
     part = self._tfds.even_splits(split, n=hosts)[host] if hosts > 1 else split
     return self.builder.info.splits[part].num_examples
 
+  def names(self, split: str, host: int = 0, hosts: int = 1, order_seed=None) -> None:
+    """Record names in `records`' order: unknown (a shuffle buffer mixes the record files)."""
+    del split, host, hosts, order_seed
+
   def records(self, split: str, host: int = 0, hosts: int = 1, order_seed=None,
-              shuffle_buffer: int = 16 * 1024) -> tf.data.Dataset:
+              shuffle_buffer: int = 16 * 1024, check=None) -> tf.data.Dataset:
     """Host `host`'s share of `split`; in file order, or seeded-shuffled with `order_seed`."""
     self._check_split(split)
     part = self._tfds.even_splits(split, n=hosts)[host] if hosts > 1 else split
@@ -108,20 +115,26 @@ class TfdsRecords:
                                     tf.constant([p.skip for p in pieces], tf.int64),
                                     tf.constant([p.take for p in pieces], tf.int64)),
                                    order_seed)
+
+    def piece(f, skip, take):  # (file, (index in it, serialized example)): zip, not a map
+      numbered = tf.data.TFRecordDataset(f, buffer_size=8 << 20).skip(skip).take(take)
+      return tf.data.Dataset.zip((tf.data.Dataset.from_tensors(f).repeat(),
+                                  numbered.enumerate(skip)))
+
     ds = tf.data.Dataset.from_tensor_slices((files, skips, takes)).interleave(
-        lambda f, skip, take: tf.data.TFRecordDataset(f, buffer_size=8 << 20).skip(skip)
-        .take(take),
-        cycle_length=min(16, len(pieces)), num_parallel_calls=tf.data.AUTOTUNE,
+        piece, cycle_length=min(16, len(pieces)), num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True)
     if order_seed is not None:
       ds = ds.shuffle(shuffle_buffer, seed=_int64_hash(order_seed))
     features = self.builder.info.features
     decoders = {self.image_key: self._tfds.decode.SkipDecoding()}
 
-    def parse(serialized):
+    def parse(file, numbered):
+      index, serialized = numbered
+      name = tf.strings.join([file, '[', tf.strings.as_string(index), ']'])
       example = features.deserialize_example(serialized, decoders=decoders)
-      return {'image': example[self.image_key],
-              'label': tf.cast(example[self.label_key], tf.int32)}
+      return _checked({'image': example[self.image_key],
+                       'label': tf.cast(example[self.label_key], tf.int32), 'path': name}, check)
 
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -177,16 +190,28 @@ class FolderRecords:
   def num_examples(self, split: str, host: int = 0, hosts: int = 1) -> int:
     return len(self.files(split)[0][host::hosts])
 
+  def names(self, split: str, host: int = 0, hosts: int = 1, order_seed=None) -> list[str]:
+    """The paths of `records(split, host, hosts, order_seed)`, in its order (eager)."""
+    paths, _ = self.files(split)
+    permuted, = _permute((tf.constant(paths[host::hosts]),), order_seed)
+    return [path.decode() for path in permuted.numpy()]
+
   def records(self, split: str, host: int = 0, hosts: int = 1, order_seed=None,
-              shuffle_buffer: int = 0) -> tf.data.Dataset:
+              shuffle_buffer: int = 0, check=None) -> tf.data.Dataset:
     """Host `host`'s share (every hosts-th file); fully permuted with `order_seed`."""
     del shuffle_buffer  # a file list is permuted whole: no buffer needed
     paths, labels = self.files(split)
     paths, labels = _permute((tf.constant(paths[host::hosts]),
                               tf.constant(labels[host::hosts])), order_seed)
     return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
-        lambda path, label: {'image': tf.io.read_file(path), 'label': label},
+        lambda path, label: _checked({'image': tf.io.read_file(path), 'label': label,
+                                      'path': path}, check),
         num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _checked(record: dict, check) -> dict:
+  """`record`, with 'ok': check(image, path) when there is a check."""
+  return record if check is None else record | {'ok': check(record['image'], record['path'])}
 
 
 def open_source(data, prepare: bool = False):

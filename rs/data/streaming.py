@@ -10,11 +10,26 @@ Training batch `step` is a pure function of (seed, step) for a given number of h
   first batches (no decoding): no iterator state goes into checkpoints.
 Evaluation reads each host's share in order and pads every host to the same number of
 batches, masking the padding, so each example counts exactly once.
+
+Images that do not decode never stop an epoch. They are left out, logged once with their path
+and counted (`StreamingPipeline.undecodable`); with bad_images='stop' the iterators raise
+UndecodableImageError naming the file instead. Two guards (docs/data.md has what TF does with
+each kind of bad file):
+- a byte test in the map that reads each record (`tf_preprocess.well_formed`: signature and end
+  marker, a few string ops) drops empty, non-image and cut-short files before records are
+  numbered: they shift nothing. The few files it doubts are decoded whole, in Python;
+- files that pass it and still fail to decode (a corrupt header or entropy data) are dropped by
+  ignore_errors as they decode; the iterators see the gap in the record indices of each batch
+  and name the missing files. Such a drop moves the rest of its epoch up by one image; the next
+  epoch starts in place again, since every epoch takes the same number of images.
 """
 import dataclasses
 import functools
+import logging
 import math
 import os
+import struct
+import threading
 from typing import Iterator
 
 import jax
@@ -25,6 +40,122 @@ from rs.data import records, tf_preprocess
 
 # tf.data.Dataset.range needs an end; no run reaches this many epochs.
 _MAX_EPOCHS = 1 << 40
+
+BAD_IMAGE_MODES = ('skip', 'stop')  # data.bad_images
+
+
+class UndecodableImageError(ValueError):
+  """An image that does not decode (data.bad_images='stop'), or too few that do."""
+
+
+class BadImages:
+  """The undecodable images a pipeline met: each logged once with its path, and counted.
+
+  Python sees bad or doubtful files only (from tf.py_function, or when a batch shows a gap):
+  good images never reach it. In 'stop' mode the first bad file becomes `stop_error`, which
+  the pipeline's iterators raise.
+  """
+
+  def __init__(self, mode: str = 'skip'):
+    if mode not in BAD_IMAGE_MODES:
+      raise ValueError(f'data.bad_images={mode!r}: use one of {BAD_IMAGE_MODES}')
+    self.mode = mode
+    self.paths: dict[str, str] = {}  # path -> why it failed, in the order met
+    self.unnamed = 0  # tfds records that failed to decode (their order is not known)
+    self.stop_error: UndecodableImageError | None = None
+    self._verdicts: dict[str, str | None] = {}  # decode_error of each doubted file, once
+    self._lock = threading.Lock()
+
+  @property
+  def count(self) -> int:
+    return len(self.paths) + self.unnamed
+
+  def check(self, image_bytes: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
+    """In graph: whether to keep a record. The byte test; for the files it doubts (bad ones,
+    and valid ones with bytes after their end), a whole decode in Python, once per file."""
+    doubt = lambda: tf.reshape(tf.py_function(self._decodes, [image_bytes, path], tf.bool), [])
+    return tf_preprocess.well_formed(image_bytes, otherwise=doubt)
+
+  def _decodes(self, image_bytes: tf.Tensor, path: tf.Tensor) -> bool:
+    path = path.numpy().decode(errors='replace')
+    if path not in self._verdicts:
+      self._verdicts[path] = tf_preprocess.decode_error(image_bytes.numpy())
+    why = self._verdicts[path]
+    if why is not None:
+      self.add(path, why)
+    return why is None
+
+  def screened_out(self, path: str) -> bool:
+    """Whether `check` dropped the file (it has done so by the time a later record shows)."""
+    return self._verdicts.get(path) is not None
+
+  def add(self, path: str, why: str) -> None:
+    with self._lock:
+      if path in self.paths:
+        return
+      self.paths[path] = why
+      count = self.count
+    if self.mode == 'skip':
+      logging.warning('Skipping undecodable image %s: %s (%d skipped so far).', path, why, count)
+    elif self.stop_error is None:  # the first: later ones are prefetched, the run is stopping
+      logging.error('Undecodable image %s: %s; stopping (data.bad_images=stop).', path, why)
+      self.stop(f'undecodable image {path}: {why}. Remove or replace the file, or set '
+                '--config.data.bad_images=skip to skip such files')
+
+  def add_unnamed(self, split: str, count: int) -> None:
+    with self._lock:
+      self.unnamed += count
+    logging.warning('Skipping %d undecodable records of %s (tfds records: not named).', count,
+                    split)
+    if self.mode == 'stop':
+      self.stop(f'{count} undecodable records in {split} (data.bad_images=stop)')
+
+  def stop(self, message: str) -> UndecodableImageError:
+    with self._lock:
+      if self.stop_error is None:
+        self.stop_error = UndecodableImageError(message)
+      return self.stop_error
+
+
+def _why_undecodable(path: str) -> str:
+  """TF's reason for a file that failed to decode as it was read."""
+  try:
+    why = tf_preprocess.decode_error(tf.io.gfile.GFile(path, 'rb').read())
+  except (tf.errors.OpError, OSError) as e:
+    return f'failed to decode; then unreadable ({e})'
+  return why or 'failed to decode this crop window (decodes whole)'
+
+
+class _Gaps:
+  """Follows the record indices in the batches of one screened stream: which are missing."""
+
+  def __init__(self, first: int = 0):
+    self.expected = first
+
+  def missing(self, index: np.ndarray) -> np.ndarray:
+    if not len(index):
+      return index
+    gone = np.setdiff1d(np.arange(self.expected, index[-1] + 1), index)
+    self.expected = index[-1] + 1
+    return gone
+
+
+def _gray_bmp(side: int = 32) -> bytes:
+  """A valid side x side gray BMP (side % 4 == 0: rows need no padding)."""
+  pixels = bytes([128]) * (3 * side * side)
+  return (struct.pack('<2sIHHI', b'BM', 54 + len(pixels), 0, 0, 54) +
+          struct.pack('<IiiHHIIiiII', 40, side, side, 1, 24, 0, len(pixels), 2835, 2835, 0, 0) +
+          pixels)
+
+
+# The end record (label -1) follows a screened stream's records: it decodes under every
+# preprocessing, so its index shows any records missing before it, and a training epoch that
+# runs out of records fills up with it, where the iterator sees it, instead of waiting forever.
+_END = {'image': _gray_bmp(), 'label': -1, 'path': '', 'ok': True}
+
+
+def _ok(record):
+  return record['ok']  # only returns an input: tf.data short-circuits it (no function call)
 
 
 @dataclasses.dataclass
@@ -46,6 +177,7 @@ class StreamingPipeline:
   prefetch: int = 2
   threads: int | None = None  # the private tf.data thread pool; None: this host's CPU count
   cache_decoded: bool = False  # keep decoded images in memory (small datasets only)
+  bad_images: str = 'skip'  # undecodable files: 'skip' (log, count) or 'stop' (raise)
   host: int = dataclasses.field(default_factory=jax.process_index)
   hosts: int = dataclasses.field(default_factory=jax.process_count)
 
@@ -56,6 +188,8 @@ class StreamingPipeline:
         raise ValueError(f'{name}={size} does not divide over {self.hosts} hosts: set '
                          f'--config.{name} to a multiple of {self.hosts}')
     tf_preprocess.resize(tf.zeros([1, 1, 3]), 1, self.resize_method)  # validates the name
+    self.undecodable = BadImages(self.bad_images)
+    self.eval_skipped = 0  # undecodable images the last eval_iter left out (this host)
     self.num_eval_examples = self.source.num_examples(self.eval_split)
 
   @functools.cached_property
@@ -97,65 +231,179 @@ class StreamingPipeline:
         image, self.image_size, seed, self.randaugment_layers, self.randaugment_magnitude,
         self.resize_method, self.eval_crop_padding, self.randaugment_contrast_mean)
 
+  def _order_seed(self, epoch) -> tf.Tensor:
+    """The seed of epoch `epoch`'s record order (an int, or a tensor in graph)."""
+    # Negative: apart from the per-image seeds (seed, position).
+    return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(-1 - epoch, tf.int64)])
+
+  def _records(self, split: str, order_seed=None) -> tf.data.Dataset:
+    return self.source.records(split, self.host, self.hosts, order_seed, self.shuffle_buffer,
+                               check=self.undecodable.check)
+
+  def _screened(self, records: tf.data.Dataset, ends: int | None = 1) -> tf.data.Dataset:
+    """(index, record) of the records that pass the check, then `ends` end records (None:
+    endless). Indices count the kept records only, so dropped ones shift nothing."""
+    end = tf.data.Dataset.from_tensors({'image': tf.constant(_END['image']),
+                                        'label': tf.constant(_END['label'], tf.int32),
+                                        'path': tf.constant(_END['path']),
+                                        'ok': tf.constant(_END['ok'])})
+    return records.concatenate(end.repeat(ends)).filter(_ok).enumerate()
+
+  def _report_missing(self, split: str, order_seed, passes: int, missing: np.ndarray) -> None:
+    """Names the records at indices `missing` of a screened stream, which failed to decode."""
+    names = self.source.names(split, self.host, self.hosts, order_seed)
+    if names is None:
+      self.undecodable.add_unnamed(split, len(missing))
+      return
+    kept = [name for name in names * passes if not self.undecodable.screened_out(name)]
+    for index in missing:
+      if index < len(kept):  # else an end record: they decode
+        self.undecodable.add(kept[index], _why_undecodable(kept[index]))
+
+  def _too_few(self, split: str, per_epoch: int) -> UndecodableImageError:
+    return self.undecodable.stop(
+        f'too few images of {split} decode to fill an epoch ({per_epoch} per host from two '
+        f'passes over its files; {self.undecodable.count} undecodable so far: see the log)')
+
+  def _cache(self, per_epoch: int) -> tf.data.Dataset:
+    """The decodable training images, decoded, kept in memory after the first pass."""
+    def decode(index, example):
+      return {'image': tf_preprocess.decode_rgb(example['image']), 'label': example['label'],
+              'index': index}
+
+    def report(expected, index, end, survivors):
+      if index > expected:
+        self._report_missing(self.train_split, None, 1, np.arange(int(expected), int(index)))
+      if bool(end) and 2 * int(survivors) < per_epoch:
+        raise self._too_few(self.train_split, per_epoch)
+      return True
+
+    def gaps(state, example):  # one pass: a scan per image costs nothing later
+      expected, survivors = state
+      index, end = example['index'], example['label'] < 0
+      reported = tf.cond(tf.logical_or(index > expected, end), lambda: tf.reshape(
+          tf.py_function(report, [expected, index, end, survivors], tf.bool), []),
+                         lambda: tf.constant(True))
+      return (index + 1, survivors + tf.cast(reported, tf.int64)), example
+
+    ds = self._screened(self._records(self.train_split)).map(
+        decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    ds = ds.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), gaps)
+    return ds.filter(lambda example: example['label'] >= 0).cache()
+
   def train_dataset(self, start_step: int) -> tf.data.Dataset:
-    """This host's batches start_step, start_step + 1, ... (endless)."""
+    """This host's batches start_step, start_step + 1, ... (endless), with each row's 'index'
+    in its epoch's screened records (train_iter checks them; label -1: an end record)."""
     local = self.batch_size // self.hosts
     full_batches = self.num_train_examples // self.batch_size
+    per_epoch = full_batches * local  # this host's examples in each epoch
     start_epoch, offset = divmod(start_step, full_batches)
     seed = tf.constant(self.seed, tf.int64)
     if self.cache_decoded:
-      decoded = self.source.records(self.train_split, self.host, self.hosts).map(
-          lambda ex: {'image': tf_preprocess.decode_rgb(ex['image']), 'label': ex['label']},
-          num_parallel_calls=tf.data.AUTOTUNE).cache()
+      decoded = self._cache(per_epoch)
       host_examples = self.source.num_examples(self.train_split, self.host, self.hosts)
 
-    def epoch(e):
-      order_seed = tf.stack([seed, -1 - e])  # negative: apart from the per-image seeds
-      if self.cache_decoded:
-        ds = decoded.shuffle(host_examples, seed=records._int64_hash(order_seed))
-      else:
-        ds = self.source.records(self.train_split, self.host, self.hosts, order_seed,
-                                 self.shuffle_buffer)
+    def preprocess(e, i, example):
       # Position in the global stream: step * batch + this host's row offset + row.
-      first = e * full_batches * self.batch_size + self.host * local
-      return ds.take(full_batches * local).enumerate().map(
-          lambda i, ex: (first + (i // local) * self.batch_size + i % local, ex))
-
-    def preprocess(position, example):
+      position = (e * full_batches * self.batch_size + self.host * local +
+                  (i // local) * self.batch_size + i % local)
       image = self._train_image(example['image'], tf.stack([seed, position]))
-      return {'image': image, 'label': example['label']}
+      return {'image': image, 'label': example['label'], 'index': i}
+
+    def epoch(e):
+      order_seed = self._order_seed(e)
+      # Resuming mid-epoch skips encoded records (or cached images): no decoding.
+      skip = tf.where(tf.equal(e, start_epoch), tf.constant(offset * local, tf.int64),
+                      tf.constant(0, tf.int64))
+      if self.cache_decoded:
+        ds = decoded.shuffle(host_examples, seed=records._int64_hash(order_seed)).repeat(2)
+        return ds.take(per_epoch).enumerate().skip(skip).map(
+            lambda i, ex: preprocess(e, i, ex), num_parallel_calls=tf.data.AUTOTUNE)
+      # Every epoch takes per_epoch images, so that step s is always in epoch s // full_batches:
+      # a second pass over the records tops it up when more files fail than the floor leaves
+      # out, and end records when even that is not enough (train_iter then stops).
+      ds = self._screened(self._records(self.train_split, order_seed).repeat(2), ends=None)
+      ds = ds.skip(skip).map(lambda i, ex: preprocess(e, i, ex),
+                             num_parallel_calls=tf.data.AUTOTUNE)
+      return ds.ignore_errors().take(per_epoch - skip)
 
     ds = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(epoch)
-    ds = ds.skip(offset * local)  # within the first epoch: encoded records, not decoded
-    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(local, drop_remainder=True).prefetch(self.prefetch)
     return ds.with_options(self._options())
 
+  def _batches(self, ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
+    """`ds` as numpy, with an error raised in tf.data for a bad file said plainly."""
+    iterator = ds.as_numpy_iterator()
+    while True:
+      try:
+        batch = next(iterator)
+      except StopIteration:
+        return
+      except tf.errors.OpError:
+        if self.undecodable.stop_error is not None:
+          raise self.undecodable.stop_error from None
+        raise
+      yield batch
+
+  def _raise_if_stopped(self) -> None:
+    if self.undecodable.stop_error is not None:
+      raise self.undecodable.stop_error
+
   def train_iter(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
-    return self.train_dataset(start_step).as_numpy_iterator()
+    """train_dataset's batches, less their 'index': a gap in it names undecodable files."""
+    local = self.batch_size // self.hosts
+    full_batches = self.num_train_examples // self.batch_size
+    epoch = gaps = None
+    for step, batch in enumerate(self._batches(self.train_dataset(start_step)), start_step):
+      if step // full_batches != epoch:
+        epoch = step // full_batches
+        gaps = _Gaps(step % full_batches * local)  # the resumed epoch starts mid-way
+      missing = gaps.missing(batch.pop('index'))
+      if len(missing):
+        self._report_missing(self.train_split, self._order_seed(epoch), 2, missing)
+      if (batch['label'] < 0).any():
+        raise self._too_few(self.train_split, full_batches * local)
+      self._raise_if_stopped()
+      yield batch
 
   def _eval_dataset(self, local: int) -> tf.data.Dataset:
-    def preprocess(example):
+    def preprocess(index, example):
       image = tf_preprocess.eval_image_from_bytes(example['image'], self.image_size,
                                                   self.eval_crop_padding,
                                                   self.eval_crop_fraction)
-      return {'image': image, 'label': example['label']}
+      return {'image': image, 'label': example['label'], 'index': index}
 
-    return (self.source.records(self.eval_split, self.host, self.hosts)
-            .map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    return (self._screened(self._records(self.eval_split))
+            .map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
             .batch(local).prefetch(self.prefetch).with_options(self._options()))
 
   def eval_iter(self) -> Iterator[dict[str, np.ndarray]]:
-    """This host's rows of every global eval batch; padding rows have mask 0."""
+    """This host's rows of every global eval batch; padding rows have mask 0.
+
+    Undecodable images are left out, each decodable one counts once: `eval_skipped` says how
+    many were left out on this host, and the log names them."""
     local = self.eval_batch_size // self.hosts
-    emitted = 0
-    for batch in self._eval_dataset(local).as_numpy_iterator():
-      yield _pad(batch, local)
+    emitted = examples = 0
+    gaps = _Gaps()
+    for batch in self._batches(self._eval_dataset(local)):
+      missing = gaps.missing(batch.pop('index'))
+      if len(missing):
+        self._report_missing(self.eval_split, None, 1, missing)
+      self._raise_if_stopped()
+      kept = batch['label'] >= 0  # not the end record
+      if not kept.any():
+        continue
+      yield _pad({k: v[kept] for k, v in batch.items()}, local)
       emitted += 1
+      examples += int(kept.sum())
     empty = {'image': np.zeros((0, *self.image_shape), np.float32),
              'label': np.zeros((0,), np.int32)}
     for _ in range(emitted, self.num_eval_batches):  # hosts with fewer examples
       yield _pad(empty, local)
+    self.eval_skipped = self.source.num_examples(self.eval_split, self.host, self.hosts) - examples
+    if self.eval_skipped:
+      logging.warning('Evaluation left out %d undecodable images of %s (%d evaluated on this '
+                      'host).', self.eval_skipped, self.eval_split, examples)
 
 
 def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
@@ -175,4 +423,4 @@ def create(config, prepare: bool = False) -> StreamingPipeline:
       randaugment_contrast_mean=d.randaugment_contrast_mean, resize_method=d.resize_method,
       eval_crop_padding=d.eval_crop_padding, eval_crop_fraction=d.eval_crop_fraction,
       shuffle_buffer=d.shuffle_buffer, prefetch=d.prefetch_batches, threads=d.threads,
-      cache_decoded=d.cache_decoded)
+      cache_decoded=d.cache_decoded, bad_images=d.get('bad_images', 'skip'))

@@ -14,6 +14,8 @@ crop_padding=32 (so the kept fraction grows with S: 0.833 at 160, 0.909 at 320);
 code later switched to a fixed fraction of 0.875, available as `crop_fraction=0.875`.
 Images stay float on the 0..255 scale; rs.step.normalize applies the mean/std on device.
 """
+import re
+
 import tensorflow as tf
 
 from rs.data import randaugment
@@ -33,6 +35,66 @@ def center_crop_window(height, width, image_size: int, crop_padding: int = 32,
               else image_size / (image_size + crop_padding))
   side = tf.cast(fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
   return (height - side + 1) // 2, (width - side + 1) // 2, side
+
+
+# Start and end of each format decode_image reads: a file cut short lacks its end (docs/data.md).
+_JPEG_START, _JPEG_END = b'\xff\xd8\xff', b'\xff\xd9'
+_PNG_START, _PNG_END = b'\x89PNG\r\n\x1a\n', b'IEND\xaeB`\x82'  # the IEND chunk's type + CRC
+
+
+def _ends(image_bytes: tf.Tensor, start: int, end: int) -> tf.Tensor:
+  """The first `start` and last `end` bytes, joined (fewer when the file is shorter)."""
+  size = tf.strings.length(image_bytes)
+  return tf.strings.join([tf.strings.substr(image_bytes, 0, start),
+                          tf.strings.substr(image_bytes, tf.maximum(size - end, 0), end)])
+
+
+def _other_formats_well_formed(image_bytes: tf.Tensor) -> tf.Tensor:
+  size = tf.strings.length(image_bytes)
+  png = tf.equal(_ends(image_bytes, 8, 8), _PNG_START + _PNG_END)
+  gif = tf.logical_or(tf.equal(_ends(image_bytes, 6, 1), b'GIF87a;'),
+                      tf.equal(_ends(image_bytes, 6, 1), b'GIF89a;'))
+  # A BMP has no end marker, but its header states the file size.
+  bmp_size = tf.io.decode_raw(tf.strings.substr(image_bytes, tf.minimum(2, size), 4), tf.int32,
+                              little_endian=True, fixed_length=4)[0]
+  bmp = tf.logical_and(tf.equal(tf.strings.substr(image_bytes, 0, 2), b'BM'),
+                       tf.equal(bmp_size, size))
+  return tf.reduce_any(tf.stack([png, gif, bmp]))
+
+
+def well_formed(image_bytes: tf.Tensor, otherwise=None) -> tf.Tensor:
+  """Whether encoded bytes start like a JPEG, PNG, GIF or BMP and end where that format ends;
+  for bytes that do not, `otherwise()` when given (a closer look, e.g. a whole decode).
+
+  No decoding, a few string ops for a JPEG: it catches empty, non-image and truncated files (TF's
+  decoders fail on all of them, but `decode_and_crop_jpeg` only when the crop reaches the cut).
+  False is a suspicion, not a verdict: valid files with bytes after their end marker fail it
+  too, hence `otherwise` (rs.data.streaming calls `decode_error` there).
+  """
+  jpeg = tf.equal(_ends(image_bytes, 3, 2), _JPEG_START + _JPEG_END)
+  true = lambda: tf.constant(True)
+  other = lambda: _other_formats_well_formed(image_bytes)
+  if otherwise is not None:
+    other = lambda: tf.cond(_other_formats_well_formed(image_bytes), true, otherwise)
+  return tf.cond(jpeg, true, other)
+
+
+def decode_error(image_bytes: bytes) -> str | None:
+  """Why TF cannot decode an image whole, or None when it can. Eager and slow: for the few files
+  `well_formed` doubts."""
+  if not image_bytes:
+    return 'empty file'
+  try:
+    decode_rgb(tf.constant(image_bytes))
+  except tf.errors.OpError as e:
+    # '{{function_node ...}} Invalid PNG data, size 28844 [Op:DecodeImage] name:' -> the middle.
+    message = re.sub(r'\{\{[^}]*\}\}|\[Op:\w+\]|\s*name:\s*$', '', e.message).strip()
+    message = message.splitlines()[0] if message else type(e).__name__
+    for start, end, name in ((_JPEG_START, _JPEG_END, 'JPEG'), (_PNG_START, _PNG_END, 'PNG')):
+      if image_bytes.startswith(start) and not image_bytes.endswith(end):
+        return f'truncated: no {name} end marker ({message})'  # TF's JPEG message says less
+    return message
+  return None
 
 
 def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
