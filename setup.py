@@ -23,6 +23,8 @@ setup(
         'test': ['pytest', 'pytest-xdist', 'torch==2.14.1', 'torchvision==0.29.1',
                  'timm==1.0.31', 'scikit-image',
                  # CI executes notebooks/finetune.ipynb top to bottom.
-                 'nbclient==0.11.0', 'nbformat==5.11.1', 'ipykernel==7.4.0'],
+                 'nbclient==0.11.0', 'nbformat==5.11.1', 'ipykernel==7.4.0',
+                 # tests/test_export.py: gs:// against a local GCS server (gcsfs for epath).
+                 'gcsfs==2026.10.1', 'gcp-storage-emulator==2026.7.19'],
     },
 )

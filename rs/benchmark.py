@@ -201,21 +201,6 @@ class TimmContender:
     return {'memory_analysis_bytes': None, 'device_peak_bytes': peak}
 
 
-# Model fields that change the architecture (and hence params and FLOPs).
-ARCHITECTURE = ('width_multiplier', 'stage_sizes', 'se_ratio', 'stem', 'stem_pool',
-                'resnetd_shortcut')
-
-
-def architecture_overrides(config) -> dict:
-  """The config's architecture changes over its registered model."""
-  overrides = {k: config.model[k] for k in ARCHITECTURE if config.model.get(k) is not None}
-  if 'stage_sizes' in overrides:
-    overrides['stage_sizes'] = tuple(overrides['stage_sizes'])
-  if overrides.get('width_multiplier') == 1.0:
-    del overrides['width_multiplier']
-  return overrides
-
-
 def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIMM_MODES,
         channels_last: bool = True, steps: int = 5, rounds: int = 3,
         kinds: tuple[str, ...] = ('train', 'inference'), devices: int | None = None,
@@ -235,7 +220,7 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
   unknown = set(compare) - {'timm'}
   if unknown:
     raise ValueError(f'--compare={",".join(sorted(unknown))}: only timm is supported')
-  overrides = architecture_overrides(config)
+  overrides = programs.architecture_overrides(config)
   if compare and overrides:
     raise ValueError(f'--compare=timm needs the released architecture of {model} (timm has '
                      f'no other); this one changes {", ".join(sorted(overrides))}')

@@ -70,22 +70,31 @@ class Checkpointer:
   `restore_latest_valid` skips an unreadable or corrupted latest checkpoint.
   """
 
-  def __init__(self, directory: str, every_steps: int, keep: int):
+  def __init__(self, directory: str, every_steps: int = 1, keep: int = 1,
+               read_only: bool = False):
+    """`read_only` only restores: for reading a run's checkpoints from elsewhere (rs.export,
+    a notebook) while it may still be training - a writer deletes unfinished saves, which
+    would include the run's save in progress."""
     if every_steps < 1 or keep < 1:
       raise ValueError(f'checkpoint_every_steps={every_steps} and keep_checkpoints={keep} must '
                        'both be >= 1')
     _plain_cpu_transfers()
-    options = ocp.CheckpointManagerOptions(
-        save_decision_policy=policies.AnySavePolicy([
-            policies.FixedIntervalPolicy(every_steps),
-            # A custom decision policy drops orbax's default preemption save: add it back.
-            policies.PreemptionCheckpointingPolicy(),
-        ]),
-        preservation_policy=policies.LatestN(keep),
-        enable_async_checkpointing=True,
-        # A save cut short (kill -9 mid-write) leaves <step>.orbax-checkpoint-tmp: never a
-        # checkpoint, so removed on the next start.
-        cleanup_tmp_directories=True)
+    self.read_only = read_only
+    if read_only:
+      options = ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                             cleanup_tmp_directories=False)
+    else:
+      options = ocp.CheckpointManagerOptions(
+          save_decision_policy=policies.AnySavePolicy([
+              policies.FixedIntervalPolicy(every_steps),
+              # A custom decision policy drops orbax's default preemption save: add it back.
+              policies.PreemptionCheckpointingPolicy(),
+          ]),
+          preservation_policy=policies.LatestN(keep),
+          enable_async_checkpointing=True,
+          # A save cut short (kill -9 mid-write) leaves <step>.orbax-checkpoint-tmp: never a
+          # checkpoint, so removed on the next start.
+          cleanup_tmp_directories=True)
     self.directory = epath.Path(absolute(directory))
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=('state', 'fingerprint'))
@@ -135,28 +144,30 @@ class Checkpointer:
       logging.warning('The checkpoint at step %d has no fingerprint: not verified.', step)
     return restored['state']
 
-  def restore_latest_valid(self, abstract_state=None):
+  def restore_latest_valid(self, abstract_state=None, steps: list[int] | None = None):
     """(state, step) from the newest checkpoint that restores and verifies; None if none exist.
 
     A newer checkpoint that fails (truncated, corrupted, missing files) is reported in one line
     and renamed to `<step>.corrupt` - kept for inspection, and out of the way of the step being
-    saved again. Raises CheckpointError if checkpoints exist but none restores (then nothing
-    is renamed, so that no evidence is moved before a person looks).
+    saved again (read-only: only skipped). Raises CheckpointError if checkpoints exist but none
+    restores (then nothing is renamed, so that no evidence is moved before a person looks).
+    `abstract_state` may be a function of the step; `steps` limits the candidates.
     """
-    steps = self.all_steps()
+    steps = self.all_steps() if steps is None else steps
     failures = []
     for step in reversed(steps):
       try:
-        state = self.restore(abstract_state, step)
+        target = abstract_state(step) if callable(abstract_state) else abstract_state
+        state = self.restore(target, step)
       except Exception as e:  # orbax/tensorstore raise many types for damaged files
         reason = ' '.join(str(e).split())[:200]
         logging.error('The checkpoint at step %d in %s is unreadable: %s: %s', step,
                       self.directory, type(e).__name__, reason)
         failures.append(step)
         continue
-      for bad in failures:
-        self._move_aside(bad)
-      if failures:
+      if failures and not self.read_only:
+        for bad in failures:
+          self._move_aside(bad)
         logging.warning('Resuming from step %d instead; the unreadable checkpoint(s) %s were '
                         'renamed to <step>.corrupt.', step, failures)
         self._manager.reload()
@@ -184,7 +195,8 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def close(self):
-    self._manager.wait_until_finished()
+    if not self.read_only:
+      self._manager.wait_until_finished()
     self._manager.close()
 
 
@@ -212,7 +224,7 @@ def load_variables(directory: str, abstract=None) -> tuple[dict, dict]:
   meta_file = directory / 'model.json'
   if not meta_file.exists():
     raise FileNotFoundError(f'{directory} holds no rs weights (no model.json): give a directory '
-                            'written by rs.convert')
+                            'written by rs.export or rs.convert')
   with ocp.StandardCheckpointer() as loader:
     try:
       variables = loader.restore(directory / 'variables', abstract)

@@ -51,7 +51,7 @@ def define_flags():
   """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
   config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
                                   lock_config=True)
-  flags.DEFINE_string('weights', None, 'A directory written by rs.convert.')
+  flags.DEFINE_string('weights', None, 'A directory written by rs.export or rs.convert.')
   flags.mark_flags_as_required(['config', 'weights'])
 
 

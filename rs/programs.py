@@ -33,6 +33,22 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, num_devices
                       dtype=DTYPES[config.dtype], **overrides)
 
 
+# Model fields that change the architecture (the parameter shapes, and hence params and FLOPs);
+# dropout, stochastic depth, BN details, dtype and the conv lowering do not.
+ARCHITECTURE = ('stage_sizes', 'width_multiplier', 'se_ratio', 'stem', 'stem_pool',
+                'resnetd_shortcut')
+
+
+def architecture_overrides(config) -> dict:
+  """The config's architecture changes over its registered model (what model.json records)."""
+  overrides = {k: config.model[k] for k in ARCHITECTURE if config.model.get(k) is not None}
+  if 'stage_sizes' in overrides:
+    overrides['stage_sizes'] = tuple(overrides['stage_sizes'])
+  if overrides.get('width_multiplier') == 1.0:
+    del overrides['width_multiplier']
+  return overrides
+
+
 def model_from_meta(meta: dict, dtype: str = 'float32'):
   """The network a weights directory's model.json describes (rs.convert, rs.export): its
   registered name, class count and architecture overrides, for inference."""

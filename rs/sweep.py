@@ -98,9 +98,20 @@ def run(points, out: str, benchmark: bool = False, num_classes: int | None = Non
   for i, (point, config) in enumerate(points):
     workdir = os.path.join(out, point.name)
     logging.info('Sweep %d/%d: %s', i + 1, len(points), point.name)
-    train.train_and_evaluate(config, workdir, mesh)
+    if finished(workdir, point):
+      logging.info('%s has its final evaluation: not trained again.', point.name)
+    else:
+      train.train_and_evaluate(config, workdir, mesh)
     if benchmark:
       write_benchmark(config, workdir, num_classes, **benchmark_options)
+
+
+def finished(workdir: str, point: Point) -> bool:
+  """The run has evaluated at its last epoch: its eval.json alone (without checkpoints, e.g. a
+  study's results carried to another machine) is enough to skip it."""
+  from rs import metrics
+  evals = metrics.read_evals(workdir)
+  return bool(evals) and evals[-1]['epoch'] >= point.epochs * (1 - 1e-6)
 
 
 def write_benchmark(config, workdir: str, num_classes: int | None = None,

@@ -95,9 +95,7 @@ def _get(config, field: str):
 
 # The model.
 
-# What shapes the parameters: fields of rs.models.resnet.ResNet a config may override.
-ARCHITECTURE = ('stage_sizes', 'width_multiplier', 'se_ratio', 'stem', 'stem_pool',
-                'resnetd_shortcut')
+ARCHITECTURE = programs.ARCHITECTURE  # what shapes the parameters
 _RESNET_DEFAULTS = {f.name: f.default for f in dataclasses.fields(resnet.ResNet)
                     if f.default is not dataclasses.MISSING}
 

@@ -210,7 +210,7 @@ def test_a_directory_without_weights_is_one_line(tmp_path, photos):
   assert run.returncode != 0 and run.stdout == ''
   assert run.stderr.strip().splitlines() == [
       f'rs.predict: --checkpoint={tmp_path}: {tmp_path} holds no rs weights (no model.json): '
-      'give a directory written by rs.convert']
+      'give a directory written by rs.export or rs.convert']
 
 
 # ImageNet: timm imports get ImageNet's preprocessing, resolution and readable names.

@@ -2,13 +2,14 @@
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import jax
 import pytest
 
-from rs import metrics, pareto, sharding, sweep
+from rs import metrics, pareto, sharding, sweep, train
 
 
 def test_grid_expands_to_every_point_with_its_network(tiny):
@@ -65,7 +66,7 @@ def test_frontier_keeps_the_runs_nothing_beats():
   assert {r.name for r in runs if r.frontier} == {'fast', 'slow_better', 'best', 'other_regime'}
 
 
-def test_mini_sweep_trains_benchmarks_and_plots(tiny, tmp_path):
+def test_mini_sweep_trains_benchmarks_and_plots(tiny, tmp_path, monkeypatch):
   """Two widths of the tiny network on Fashion-MNIST (6 steps each), trained, benchmarked
   (train step only, one timed step: this checks the plumbing, not the speed), then rs.pareto
   through its command line."""
@@ -82,6 +83,14 @@ def test_mini_sweep_trains_benchmarks_and_plots(tiny, tmp_path):
       bench = {r['measurement']: r for r in map(json.loads, f)}
     assert bench['rs/train']['batch_size'] == 32
     assert bench['model']['width_multiplier'] == point.width
+
+  # Finished runs are not trained again, even without their checkpoints (results carried to
+  # another machine: config.json, eval.json, benchmark.jsonl).
+  for point, _ in points:
+    shutil.rmtree(os.path.join(out, point.name, 'checkpoints'))
+    assert sweep.finished(os.path.join(out, point.name), point)
+  monkeypatch.setattr(train, 'train_and_evaluate', lambda *a, **k: pytest.fail('retrained'))
+  sweep.run(points, out, benchmark=True, num_classes=10, mesh=one_device)
 
   figures = str(tmp_path / 'figures')
   proc = subprocess.run([sys.executable, '-m', 'rs.pareto', f'--runs={out}', f'--out={figures}'],
