@@ -136,16 +136,20 @@ def mid_save(after_step: int = 0):
   return when
 
 
-def random_kill(rng: random.Random, total_steps: int):
-  """One of the kill points, chosen at random."""
+def random_kill(rng: random.Random, reached: int, total_steps: int):
+  """One of the kill points, chosen at random past step `reached` (the furthest the run has
+  got), so that every cycle makes progress and runs finish, to be checked and started over."""
+  if reached >= total_steps:  # every step was run (killed during the final save): finish
+    return 'none', lambda line, attempt: False
   kind = rng.choice(['startup', 'step', 'save', 'eval'])
+  evals = [s for s in range(12, total_steps + 1, 12) if s > reached]
   if kind == 'startup':
     return kind, at_startup
   if kind == 'save':
-    return kind, mid_save()
-  if kind == 'eval':  # the evaluation starts right after step 12's log line
-    return kind, at_step(12 * rng.randint(1, total_steps // 12))
-  return kind, at_step(rng.randint(1, total_steps))
+    return kind, mid_save(after_step=reached)
+  if kind == 'eval' and evals:  # the evaluation starts right after that step's log line
+    return kind, at_step(rng.choice(evals))
+  return 'step', at_step(rng.randint(reached + 1, total_steps))
 
 
 FLAGS = flags.FLAGS
@@ -168,7 +172,7 @@ def main(argv):
   kinds = {}
   furthest = 0  # the highest step any attempt on `soaked` has reached so far
   while time.monotonic() - started < FLAGS.minutes * 60:
-    kind, when = random_kill(rng, total_steps)
+    kind, when = random_kill(rng, furthest, total_steps)
     attempt = run_once(soaked, env, kill_when=when)
     counts['cycles'] += 1
     kinds[kind] = kinds.get(kind, 0) + 1
