@@ -191,7 +191,7 @@ AUGMENTS = ('inception_crop', 'pad_crop')
 
 def _choices() -> tuple:
   """(field, allowed values, may be None): fields that name one of a few options."""
-  from rs.data import randaugment, tf_preprocess  # TensorFlow: only when checking
+  from rs.data import bad_images, randaugment, tf_preprocess  # TensorFlow: only when checking
   return (
       ('dtype', tuple(programs.DTYPES), False),
       ('model.stem', resnet.STEM_TYPES, True),
@@ -200,7 +200,7 @@ def _choices() -> tuple:
       ('optimizer.schedule', ('cosine', 'step'), False),
       ('on_nonfinite', ('stop', 'skip'), False),
       ('data.augment', AUGMENTS, False),
-      ('data.bad_images', ('skip', 'stop'), False),
+      ('data.bad_images', bad_images.BAD_IMAGE_MODES, False),
       ('data.resize_method', tf_preprocess.RESIZE_METHODS, False),
       ('data.randaugment_contrast_mean', randaugment.CONTRAST_MEANS, False),
   )
