@@ -157,7 +157,7 @@ def _loop(config, workdir, state, pipeline, train_fn, eval_fn, mesh, ckpt, write
     stopping = stop.signal_name is not None or ckpt.reached_preemption(step)
     if stopping or step == total_steps or ckpt.should_save(step):
       _check_finite(config, state, ckpt, workdir)  # never save past a non-finite step in 'stop'
-      ckpt.maybe_save(step, state, force=stopping or step == total_steps)
+      ckpt.maybe_save(step, state, force=True)  # the policy was asked just above
     if stopping:
       logging.warning('Stopped at step %d (%s): checkpoint saved; run the same command to '
                       'resume.', step, stop.signal_name or 'preemption notice')
