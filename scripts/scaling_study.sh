@@ -25,7 +25,7 @@ keep_results() {
   done
 }
 trap keep_results EXIT
-BENCH=${BENCH:---benchmark}  # BENCH= trains only (benchmark later, on a quiet machine)
+BENCH=${BENCH---benchmark}  # BENCH= (set, empty) trains only (benchmark later, on a quiet machine)
 $PY -m rs.sweep --config=configs/fashion_mnist.py --out="$OUT" \
     --widths=0.125,0.25,0.5 --depths=26,50,101 --resolutions=24,32 --epochs=1,4 \
     --regularize=false $BENCH --num_classes=10 \
