@@ -203,13 +203,15 @@ class TimmContender:
 
 def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIMM_MODES,
         channels_last: bool = True, steps: int = 5, rounds: int = 3,
-        kinds: tuple[str, ...] = ('train', 'inference'), devices: int | None = None,
-        num_classes: int = 1000) -> list[dict]:
+        kinds: tuple[str, ...] = ('train', 'inference'),
+        devices: int | tuple[int, ...] | None = None, num_classes: int = 1000) -> list[dict]:
   """All measurements of one benchmark run, as a list of dicts (see the module docstring).
 
   `config`: a training config (configs/*.py, or `rs_config(...)`); its model, resolution,
   batch size and dtype are benchmarked. `devices`: how many of the local devices the batch is
-  split over (default all).
+  split over (default all); several counts, e.g. (1, 2), time one rs contender each, side by
+  side, and add their ratios to the first (on a CPU, one device per core runs one stream of
+  XLA's work per core: docs/performance.md).
   """
   model = config.model.name
   image_size, batch_size, dtype = config.data.image_size, config.batch_size, config.dtype
@@ -227,15 +229,25 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
   model_summary = summary.summarize(model, image_size, num_classes, compiled=False,
                                     **overrides)
   forward_flops = model_summary['gflops'] * 1e9
-  mesh = sharding.create_mesh(jax.local_devices()[:devices] if devices else None)
+  counts = (devices,) if isinstance(devices, int) else tuple(devices or ())
+  if len(set(counts)) != len(counts) or any(d < 1 for d in counts):
+    raise ValueError(f'--devices={",".join(map(str, counts))}: give distinct counts >= 1')
+  if max(counts, default=0) > jax.local_device_count():
+    raise ValueError(f'--devices={max(counts)} but this process has {jax.local_device_count()} '
+                     f'{jax.default_backend()} devices')
+  meshes = [sharding.create_mesh(jax.local_devices()[:d]) for d in counts] or [
+      sharding.create_mesh()]
   common = {'model': model, **overrides, 'image_size': image_size, 'batch_size': batch_size,
-            'dtype': dtype, 'backend': jax.default_backend(), 'devices': mesh.size}
+            'dtype': dtype, 'backend': jax.default_backend(), 'devices': meshes[0].size}
   results = [{'measurement': 'model', **common, 'params': model_summary['params'],
               'gflops_forward': model_summary['gflops']}]
   peak = matmul_peak_gflops(dtype)
   results.append({'measurement': 'matmul_peak', **common, 'gflops_per_sec': peak})
 
-  contenders = {('rs', 'jax.jit'): RsContender(config, num_classes, mesh)}
+  # One rs contender per device count: mode 'jax.jit', or 'jax.jit xN' when several.
+  rs_modes = {('jax.jit' if len(meshes) == 1 else f'jax.jit x{m.size}'): m for m in meshes}
+  contenders = {('rs', mode): RsContender(config, num_classes, mesh)
+                for mode, mesh in rs_modes.items()}
   if 'timm' in compare:
     for mode in timm_modes:
       contenders[('timm', mode)] = TimmContender(model, config, mode, channels_last,
@@ -256,13 +268,26 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
           **contender.memory(kind)})
       if framework == 'timm':
         results[-1]['params'] = contender.params
-    rs_rate = next(r['images_per_sec'] for r in results if r['measurement'] == f'rs/{kind}')
-    for r in list(results):
-      if r['measurement'] == f'timm/{kind}':
-        results.append({'measurement': 'ratio', **common, 'kind': kind,
-                        'over': f"timm/{r['mode']}",
-                        'rs_over_timm': rs_rate / r['images_per_sec']})
+      else:
+        results[-1]['devices'] = rs_modes[mode].size
+    results += _ratios(results, kind, common)
   return results
+
+
+def _ratios(results: list[dict], kind: str, common: dict) -> list[dict]:
+  """Each rs contender's images/s over each timm mode's, and over the first rs contender's."""
+  rs_runs = [r for r in results if r['measurement'] == f'rs/{kind}']
+  baselines = [(f"timm/{r['mode']}", r) for r in results if r['measurement'] == f'timm/{kind}']
+  baselines += [(f"rs/{rs_runs[0]['mode']}", rs_runs[0])] if len(rs_runs) > 1 else []
+  ratios = []
+  for rs_run in rs_runs:
+    for over, baseline in baselines:
+      if baseline is not rs_run:
+        ratios.append({'measurement': 'ratio', **common, 'kind': kind, 'mode': rs_run['mode'],
+                       'devices': rs_run['devices'], 'over': over,
+                       'rs_over_timm' if over.startswith('timm') else 'rs_over_rs':
+                           rs_run['images_per_sec'] / baseline['images_per_sec']})
+  return ratios
 
 
 def format_text(results: list[dict]) -> str:
@@ -277,7 +302,8 @@ def format_text(results: list[dict]) -> str:
     elif m == 'matmul_peak':
       lines.append(f"matmul peak ({r['dtype']}): {r['gflops_per_sec']:.0f} GFLOP/s")
     elif m == 'ratio':
-      lines.append(f"ratio {r['kind']}: rs / {r['over']} = {r['rs_over_timm']:.2f}x")
+      value = r.get('rs_over_timm', r.get('rs_over_rs'))
+      lines.append(f"ratio {r['kind']}: rs {r['mode']} / {r['over']} = {value:.2f}x")
     else:
       mem = r['memory_analysis_bytes'] or r['device_peak_bytes']
       lines.append(
@@ -304,8 +330,9 @@ def define_flags():
   flags.DEFINE_integer('rounds', 3, 'Alternating rounds.')
   flags.DEFINE_list('kinds', ['train', 'inference'], 'What to time: train and/or inference.')
   flags.DEFINE_integer('num_classes', 1000, 'Classifier outputs.')
-  flags.DEFINE_integer('devices', None, 'Split the batch over this many local devices '
-                       '(default: all).')
+  flags.DEFINE_list('devices', [], 'Split the batch over this many local devices (default: '
+                    'all); several, e.g. 1,2, time one rs contender each side by side. On a '
+                    'CPU the process gets as many devices as the largest count.')
   flags.DEFINE_bool('json', False, 'Print one JSON object per measurement.')
 
 
@@ -315,8 +342,10 @@ def main(argv):
   try:
     config = f.config or rs_config(f.model, f.image_size, f.batch_size, f.dtype,
                                    f.width_multiplier)
+    devices = tuple(int(d) for d in f.devices)
+    sharding.request_cpu_devices(max(devices, default=1))
     results = run(config, tuple(f.compare), tuple(f.timm_modes), f.channels_last, f.steps,
-                  f.rounds, tuple(f.kinds), f.devices, f.num_classes)
+                  f.rounds, tuple(f.kinds), devices, f.num_classes)
   except ValueError as e:
     raise app.UsageError(str(e))
   if f.json:

@@ -18,6 +18,10 @@ config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
 flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard logs and config.json go.')
 flags.DEFINE_bool('distributed', None, 'Call jax.distributed.initialize() first (multi-host). '
                   'Default: yes on Cloud TPU VMs.')
+flags.DEFINE_integer('cpu_devices', 1, 'On a CPU, split each batch over this many devices: one '
+                     'per core keeps every core busy (XLA:CPU runs most of a step on one '
+                     'core; docs/performance.md). BatchNorm statistics are then per device, as '
+                     'on TPU cores. No effect on TPU or GPU runs.', lower_bound=1)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -29,7 +33,8 @@ def on_cloud_tpu_vm() -> bool:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from rs import checkpoint, metrics, train, validate
+  from rs import checkpoint, metrics, sharding, train, validate
+  sharding.request_cpu_devices(flags.FLAGS.cpu_devices)  # before JAX starts its backends
   metrics.quiet_library_logs()
   # TensorFlow only feeds data here: keep it off any accelerator JAX wants.
   import tensorflow as tf

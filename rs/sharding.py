@@ -1,5 +1,6 @@
 """The device mesh and the shardings of the state and of batches (data parallel)."""
 import math
+import os
 
 import jax
 import numpy as np
@@ -11,6 +12,15 @@ def create_mesh(devices=None) -> Mesh:
   if devices is None:
     return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(AxisType.Auto,))
   return Mesh(np.asarray(devices), ('data',), axis_types=(AxisType.Auto,))
+
+
+def request_cpu_devices(count: int) -> None:
+  """Give the CPU backend `count` devices (call before JAX starts its backends). XLA:CPU runs
+  one program's operations nearly one at a time, so a batch split over one device per core
+  keeps more cores busy (docs/performance.md). An explicit
+  XLA_FLAGS=--xla_force_host_platform_device_count wins. Accelerator backends are unaffected."""
+  if count > 1 and 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
+    jax.config.update('jax_num_cpu_devices', count)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

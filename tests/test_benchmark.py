@@ -6,6 +6,7 @@ parameter counts against the official ones and timm's, FLOPs against rs.summary,
 against the size of the state the train step must hold, ratios against their parts.
 """
 import json
+import os
 import subprocess
 import sys
 
@@ -85,7 +86,26 @@ def test_cli_benchmarks_a_config_and_prints_one_json_object_per_measurement():
   assert results[0]['stage_sizes'] == [1, 1, 1, 1] and results[0]['batch_size'] == 4
 
 
+def test_cli_times_several_device_counts_side_by_side():
+  """--devices=1,2 in a process started with one CPU device: the tool makes the second device
+  (XLA_FLAGS unset), times one rs contender per count, and each ratio is its parts' quotient."""
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  out = subprocess.run(
+      [sys.executable, '-m', 'rs.benchmark', '--config=configs/tiny.py', '--num_classes=10',
+       '--config.batch_size=4', '--steps=1', '--rounds=1', '--json', '--devices=1,2',
+       '--kinds=train'], capture_output=True, text=True, check=True, timeout=300,
+      env=env).stdout
+  results = [json.loads(line) for line in out.splitlines()]
+  one = _by(results, 'rs/train', mode='jax.jit x1')
+  two = _by(results, 'rs/train', mode='jax.jit x2')
+  assert (one['devices'], two['devices']) == (1, 2)
+  ratio = _by(results, 'ratio', mode='jax.jit x2', over='rs/jax.jit x1')
+  assert ratio['rs_over_rs'] == pytest.approx(two['images_per_sec'] / one['images_per_sec'])
+  assert not [r for r in results if r['measurement'] == 'ratio' and r['mode'] == 'jax.jit x1']
+
+
 @pytest.mark.parametrize('flags, message', [
+    (['--devices=1,1'], 'distinct counts'),
     (['--model=resnetrs51'], 'not registered'),
     (['--compare=pytorch'], 'only timm'),
     (['--compare=timm', '--width_multiplier=0.5'], 'released architecture'),

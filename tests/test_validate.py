@@ -342,3 +342,15 @@ def test_command_line_missing_dataset(tmp_path):
                      f'--config.data.data_dir={tmp_path}')
   check_one_error_line(process, workdir, f'error: no prepared imagenet2012 in {tmp_path}',
                        '--config.data.manual_dir')
+
+
+def test_command_line_cpu_devices_makes_that_many_devices(tmp_path):
+  """--cpu_devices=3 in a process started without XLA_FLAGS: the trainer sees 3 CPU devices,
+  which the tiny config's batch of 32 does not divide (so no training is needed to tell)."""
+  workdir = str(tmp_path / 'run')
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  process = subprocess.run(
+      [sys.executable, '-m', 'rs.main', '--config=configs/tiny.py', f'--workdir={workdir}',
+       '--cpu_devices=3'], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+  check_one_error_line(process, workdir, 'batch_size=32 does not divide over 3 devices',
+                       'a multiple of 3')
