@@ -1,0 +1,106 @@
+"""Do these runs train like the baseline? Loss curves, final accuracy and speed, side by side.
+
+  python -m rs.tools.compare_runs --baseline=/tmp/f32 --runs=/tmp/bf16,/tmp/bf16_x2 \
+      [--tag=train/loss] [--loss_rtol=0.03] [--top1_atol=0.005]
+
+For a faster setting of the same training (bfloat16, more CPU devices, other XLA flags) this
+says whether it is still the same training: each run's logged curve (`--tag`, by default the
+training loss averaged over each log interval) against the baseline's at the steps both logged,
+as the largest and the mean relative difference, and the last evaluation's top-1 (EMA where
+kept) against the baseline's. A run passes when its largest loss difference is within
+--loss_rtol and its top-1 within --top1_atol. Speed is the runs' own logged images/s (median
+over the log points), for a first look; rs.benchmark measures speed side by side.
+Exit status 1 when a run fails, so scripts can stop on it.
+"""
+import dataclasses
+import statistics
+import sys
+
+from absl import app, flags
+
+
+@dataclasses.dataclass
+class Comparison:
+  run: str
+  steps: int               # steps both runs logged the tag at
+  max_rel_diff: float      # largest |run - baseline| / |baseline| over those steps
+  mean_rel_diff: float
+  top1: float | None       # the run's last evaluation
+  top1_diff: float | None  # run - baseline
+  images_per_sec: float | None
+  speedup: float | None    # images/s over the baseline's
+  passed: bool
+
+
+def _last_top1(workdir: str) -> float | None:
+  from rs import metrics
+  evals = metrics.read_evals(workdir)
+  if not evals:
+    return None
+  last = evals[-1]
+  return last.get('ema_top1', last.get('top1'))
+
+
+def _median_rate(workdir: str) -> float | None:
+  from rs import metrics
+  rates = list(metrics.read_scalars(workdir, 'train/images_per_sec').values())
+  return statistics.median(rates) if rates else None
+
+
+def compare(baseline: str, run: str, tag: str = 'train/loss', loss_rtol: float = 0.03,
+            top1_atol: float = 0.005) -> Comparison:
+  """`run` against `baseline` (workdirs); see the module docstring."""
+  from rs import metrics
+  base_curve, run_curve = metrics.read_scalars(baseline, tag), metrics.read_scalars(run, tag)
+  steps = sorted(set(base_curve) & set(run_curve))
+  if not steps:
+    raise ValueError(f'{run} and {baseline} have no step in common that logged {tag!r}')
+  diffs = [abs(run_curve[s] - base_curve[s]) / max(abs(base_curve[s]), 1e-12) for s in steps]
+  base_top1, top1 = _last_top1(baseline), _last_top1(run)
+  top1_diff = None if top1 is None or base_top1 is None else top1 - base_top1
+  base_rate, rate = _median_rate(baseline), _median_rate(run)
+  speedup = rate / base_rate if rate and base_rate else None
+  passed = max(diffs) <= loss_rtol and (top1_diff is None or abs(top1_diff) <= top1_atol)
+  return Comparison(run, len(steps), max(diffs), statistics.fmean(diffs), top1, top1_diff, rate,
+                    speedup, passed)
+
+
+def format_table(baseline: str, comparisons: list[Comparison], tag: str) -> str:
+  def num(value, spec):
+    return '-' if value is None else format(value, spec)
+  lines = [f'baseline {baseline}: top-1 {num(_last_top1(baseline), ".4f")}, '
+           f'{num(_median_rate(baseline), ".0f")} images/s',
+           f'| run | steps | {tag} max / mean rel. diff | top-1 | top-1 diff | images/s | '
+           f'speed-up | within tolerance |', '|---|---|---|---|---|---|---|---|']
+  for c in comparisons:
+    lines.append(f'| {c.run} | {c.steps} | {c.max_rel_diff:.2%} / {c.mean_rel_diff:.2%} | '
+                 f'{num(c.top1, ".4f")} | {num(c.top1_diff, "+.4f")} | '
+                 f'{num(c.images_per_sec, ".0f")} | {num(c.speedup, ".2f")}x | '
+                 f'{"yes" if c.passed else "NO"} |')
+  return '\n'.join(lines)
+
+
+def define_flags():
+  flags.DEFINE_string('baseline', None, 'The reference run\'s workdir (e.g. float32).')
+  flags.DEFINE_list('runs', None, 'Workdirs to compare with it.')
+  flags.DEFINE_string('tag', 'train/loss', 'The TensorBoard scalar to compare.')
+  flags.DEFINE_float('loss_rtol', 0.03, 'Largest relative difference allowed on the curve.')
+  flags.DEFINE_float('top1_atol', 0.005, 'Largest top-1 difference allowed (absolute).')
+  flags.mark_flags_as_required(['baseline', 'runs'])
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  try:
+    comparisons = [compare(f.baseline, run, f.tag, f.loss_rtol, f.top1_atol) for run in f.runs]
+  except ValueError as e:
+    sys.exit(f'error: {e}')
+  print(format_table(f.baseline, comparisons, f.tag))
+  if not all(c.passed for c in comparisons):
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
