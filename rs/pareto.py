@@ -11,9 +11,12 @@ skipped. It writes to --out:
                            each epoch regime marked (no other run is both faster and better);
   accuracy_vs_memory.png   top-1 against the train step's memory;
   error_vs_flops.png       top-1 error against forward FLOPs (log-log);
+  scaling_curves.png       one panel per epoch regime and resolution: top-1 against latency,
+                           a solid line through the depths of each width (depth scaling) and a
+                           dashed one through the widths of each depth (width scaling);
   pareto.md                a markdown table of every run, frontier runs in bold.
-Points are coloured by training epochs and shaped by depth, so depth scaling and width scaling
-can be told apart.
+In the first three, points are coloured by training epochs, shaped by depth and sized by
+width; hollow points are the lower resolutions, so every scaling axis can be told apart.
 """
 import dataclasses
 import json
@@ -61,7 +64,8 @@ def load_run(workdir: str) -> Run | None:
       name=os.path.basename(os.path.normpath(workdir)),
       depth=_depth(config['model']['name']), width=float(width),
       resolution=config['data']['image_size'],
-      epochs=last['epoch'],
+      # The nominal length (1, 4, 350) labels the regime; a run given in steps: its last epoch.
+      epochs=config.get('train_epochs') or last['epoch'],
       top1=last['ema_top1'] if config.get('ema_decay') else last['top1'],
       params=bench['model']['params'], gflops=bench['model']['gflops_forward'],
       train_ms_per_image=train['step_ms'] / train['batch_size'],
@@ -82,11 +86,27 @@ def find_workdirs(paths) -> list[str]:
   return found
 
 
+def _regime(run: Run) -> float:
+  return round(run.epochs, 3)
+
+
+def _epochs_label(regime: float) -> str:
+  return f'{regime:g} epoch' + ('' if regime == 1 else 's')
+
+
+def _plain_log_axis(axis) -> None:
+  """A log axis labelled 0.2, 0.5, 1, 2 rather than 2x10^-1 at every minor tick."""
+  from matplotlib import ticker
+  axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+  axis.set_major_formatter(ticker.FormatStrFormatter('%g'))
+  axis.set_minor_formatter(ticker.NullFormatter())
+
+
 def mark_frontier(runs: list[Run]) -> None:
   """Per epoch regime: a run is on the frontier when no other run of the regime is at least
   as fast and at least as accurate, and strictly better in one of the two."""
   for run in runs:
-    peers = [r for r in runs if round(r.epochs, 3) == round(run.epochs, 3) and r is not run]
+    peers = [r for r in runs if _regime(r) == _regime(run) and r is not run]
     run.frontier = not any(
         r.train_ms_per_image <= run.train_ms_per_image and r.top1 >= run.top1 and
         (r.train_ms_per_image < run.train_ms_per_image or r.top1 > run.top1) for r in peers)
@@ -106,50 +126,111 @@ def table(runs: list[Run]) -> str:
 
 
 def plot(runs: list[Run], out: str) -> list[str]:
-  """The three figures as PNG files in `out`; returns their paths."""
+  """The figures as PNG files in `out`; returns their paths."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   import tensorflow as tf
   tf.io.gfile.makedirs(out)
-  regimes = sorted({round(r.epochs, 3) for r in runs})
+  regimes = sorted({_regime(r) for r in runs})
   depths = sorted({r.depth for r in runs})
-  colors = dict(zip(regimes, plt.rcParams['axes.prop_cycle'].by_key()['color']))
+  widths = sorted({r.width for r in runs})
+  top_resolution = max(r.resolution for r in runs)
+  cycle = plt.rcParams['axes.prop_cycle'].by_key()['color']
+  colors = dict(zip(regimes, cycle))
   markers = dict(zip(depths, 'osD^v<>ph*'))
+  sizes = {w: 24 * 1.8**i for i, w in enumerate(widths)}
   figures = {
       'accuracy_vs_latency.png': (lambda r: r.train_ms_per_image, lambda r: 100 * r.top1,
-                                  'training step, ms per image', 'top-1 (%)', False),
+                                  'training step, ms per image', 'top-1 (%)', 'x'),
       'accuracy_vs_memory.png': (lambda r: (r.memory_bytes or 0) / 2**20, lambda r: 100 * r.top1,
-                                 'train step memory (MiB)', 'top-1 (%)', False),
+                                 'train step memory (MiB)', 'top-1 (%)', 'x'),
       'error_vs_flops.png': (lambda r: r.gflops, lambda r: 100 * (1 - r.top1),
-                             'forward GFLOPs per image', 'top-1 error (%)', True),
+                             'forward GFLOPs per image', 'top-1 error (%)', 'xy'),
   }
-  paths = []
-  for filename, (x, y, xlabel, ylabel, loglog) in figures.items():
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for r in runs:
-      ax.scatter(x(r), y(r), color=colors[round(r.epochs, 3)], marker=markers[r.depth], s=36)
-    if filename == 'accuracy_vs_latency.png':
-      for regime in regimes:
-        front = sorted((r for r in runs if r.frontier and round(r.epochs, 3) == regime), key=x)
-        ax.plot([x(r) for r in front], [y(r) for r in front], color=colors[regime], lw=1)
-    if loglog:
-      ax.set_xscale('log')
-      ax.set_yscale('log')
-    for regime in regimes:
-      ax.scatter([], [], color=colors[regime], marker='s', label=f'{regime:g} epochs')
-    for depth in depths:
-      ax.scatter([], [], color='gray', marker=markers[depth], label=f'depth {depth}')
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+
+  def save(fig, filename):
     path = os.path.join(out, filename)
     with tf.io.gfile.GFile(path, 'wb') as f:
       fig.savefig(f, format='png', dpi=110, bbox_inches='tight')
     plt.close(fig)
-    paths.append(path)
+    return path
+
+  paths = []
+  for filename, (x, y, xlabel, ylabel, log_axes) in figures.items():
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for r in runs:
+      color = colors[_regime(r)]
+      ax.scatter(x(r), y(r), marker=markers[r.depth], s=sizes[r.width], edgecolors=color,
+                 facecolors=color if r.resolution == top_resolution else 'none', linewidths=1.2)
+    if filename == 'accuracy_vs_latency.png':
+      for regime in regimes:
+        front = sorted((r for r in runs if r.frontier and _regime(r) == regime), key=x)
+        ax.plot([x(r) for r in front], [y(r) for r in front], color=colors[regime], lw=1)
+    if 'x' in log_axes:
+      ax.set_xscale('log')
+      _plain_log_axis(ax.xaxis)
+    if 'y' in log_axes:
+      ax.set_yscale('log')
+      _plain_log_axis(ax.yaxis)
+    for regime in regimes:
+      ax.scatter([], [], color=colors[regime], marker='s', label=_epochs_label(regime))
+    for depth in depths:
+      ax.scatter([], [], color='gray', marker=markers[depth], label=f'depth {depth}')
+    for width in widths:
+      ax.scatter([], [], color='gray', marker='o', s=sizes[width], label=f'width {width:g}')
+    if len({r.resolution for r in runs}) > 1:
+      ax.scatter([], [], edgecolors='gray', facecolors='none', marker='o',
+                 label=f'hollow: below {top_resolution}px')
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which='both')
+    ax.legend(fontsize=7, loc='best')
+    paths.append(save(fig, filename))
+  paths.append(save(_scaling_curves(plt, runs, regimes, depths, widths, cycle),
+                    'scaling_curves.png'))
   return paths
+
+
+def _scaling_curves(plt, runs, regimes, depths, widths, cycle):
+  """Top-1 against latency per regime (rows) and resolution (columns): depth scaling at each
+  width (solid, one colour per width), width scaling at each depth (dashed, grey)."""
+  resolutions = sorted({r.resolution for r in runs})
+  fig, axes = plt.subplots(len(regimes), len(resolutions), squeeze=False, sharex=True,
+                           figsize=(4.2 * len(resolutions), 3.4 * len(regimes)))
+  width_colors = dict(zip(widths, cycle))
+  for row, regime in enumerate(regimes):
+    for col, resolution in enumerate(resolutions):
+      ax = axes[row][col]
+      cell = {(r.width, r.depth): r for r in runs
+              if _regime(r) == regime and r.resolution == resolution}
+      if not cell:  # a regime run at some resolutions only
+        ax.set_visible(False)
+        continue
+      for width in widths:
+        line = [cell[(width, d)] for d in depths if (width, d) in cell]
+        ax.plot([r.train_ms_per_image for r in line], [100 * r.top1 for r in line], '-o',
+                color=width_colors[width], ms=4, label=f'width {width:g}, depth ' +
+                '\u2192'.join(str(d) for d in depths))
+      for depth in depths:
+        line = [cell[(w, depth)] for w in widths if (w, depth) in cell]
+        ax.plot([r.train_ms_per_image for r in line], [100 * r.top1 for r in line], '--',
+                color='gray', lw=0.8)
+        if line:
+          ax.annotate(f'd{depth}', (line[0].train_ms_per_image, 100 * line[0].top1),
+                      fontsize=7, textcoords='offset points', xytext=(3, 3))
+      ax.set_xscale('log')
+      _plain_log_axis(ax.xaxis)
+      ax.set_title(f'{_epochs_label(regime)}, {resolution}px', fontsize=9)
+      ax.grid(alpha=0.3, which='both')
+      if row == len(regimes) - 1:
+        ax.set_xlabel('training step, ms per image')
+      if col == 0:
+        ax.set_ylabel('top-1 (%)')
+  axes[0][0].plot([], [], '--', color='gray', lw=0.8, label='width scaling at one depth')
+  axes[0][0].legend(fontsize=7)
+  fig.tight_layout()
+  return fig
 
 
 def main(argv):

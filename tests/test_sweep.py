@@ -96,7 +96,8 @@ def test_mini_sweep_trains_benchmarks_and_plots(tiny, tmp_path, monkeypatch):
   proc = subprocess.run([sys.executable, '-m', 'rs.pareto', f'--runs={out}', f'--out={figures}'],
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  for name in ('accuracy_vs_latency.png', 'accuracy_vs_memory.png', 'error_vs_flops.png'):
+  for name in ('accuracy_vs_latency.png', 'accuracy_vs_memory.png', 'error_vs_flops.png',
+               'scaling_curves.png'):
     with open(os.path.join(figures, name), 'rb') as f:
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   table = open(os.path.join(figures, 'pareto.md')).read()
