@@ -3,6 +3,7 @@
 # root after `bash setup.sh test`; prints JSON lines to benchmarks/*.jsonl and the console.
 #   bash scripts/benchmark.sh            # everything (an hour or more on a 2-core CPU)
 #   bash scripts/benchmark.sh train      # only the RS-50@160 train/inference vs timm runs
+#   bash scripts/benchmark.sh precision  # does the faster CPU setting still train the same?
 #   bash scripts/benchmark.sh gpu        # RS-50@160 and RS-350@256 bf16 vs timm on a GPU
 #   bash scripts/benchmark.sh slow       # only the slow tests
 #   bash scripts/benchmark.sh input DIR  # only the input pipeline, on DIR/train/CLASS/*.jpg
@@ -16,9 +17,26 @@ echo "# $(date -u +%F) on $host" | tee -a benchmarks/README.txt
 
 if [ "$what" = all ] || [ "$what" = train ]; then
   for dtype in float32 bfloat16; do
+    # One rs contender on one CPU device and one on a device per core, side by side.
     $PY -m rs.benchmark --model=resnetrs50 --image_size=160 --batch_size=32 --dtype=$dtype \
-        --compare=timm --json | tee "benchmarks/rs50_i160_b32_$dtype.jsonl"
+        --devices=1,$(nproc) --compare=timm --json | tee "benchmarks/rs50_i160_b32_$dtype.jsonl"
   done
+fi
+
+if [ "$what" = all ] || [ "$what" = precision ]; then
+  # The embedded default for 2 epochs in float32 on one CPU device (the baseline), and in the
+  # faster settings: bfloat16 compute, one device per core, both. Same seed, same data order.
+  runs=benchmarks/precision
+  rm -rf "$runs"
+  for setting in "float32 1" "bfloat16 1" "float32 $(nproc)" "bfloat16 $(nproc)"; do
+    set -- $setting
+    $PY -m rs.main --config=configs/fashion_mnist.py --workdir="$runs/$1_x$2" --cpu_devices=$2 \
+        --config.dtype=$1 --config.train_epochs=2 --config.eval_every_epochs=2 \
+        --config.log_every_steps=10 --config.checkpoint_every_steps=100000
+  done
+  $PY -m rs.tools.compare_runs --baseline="$runs/float32_x1" \
+      --runs="$runs/bfloat16_x1,$runs/float32_x$(nproc),$runs/bfloat16_x$(nproc)" \
+      | tee "benchmarks/precision.md" || true
 fi
 
 if [ "$what" = gpu ]; then
