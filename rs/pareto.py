@@ -122,7 +122,8 @@ def table(runs: list[Run]) -> str:
     if r.frontier:
       cells = [f'**{c}**' for c in cells]
     lines.append('| ' + ' | '.join(map(str, cells)) + ' |')
-  return '\n'.join(lines) + '\n\nBold: on the Pareto frontier of its epoch regime (latency vs top-1).\n'
+  return ('\n'.join(lines) +
+          '\n\nBold: on the Pareto frontier of its epoch regime (latency vs top-1).\n')
 
 
 def plot(runs: list[Run], out: str) -> list[str]:

@@ -95,7 +95,6 @@ def _get(config, field: str):
 
 # The model.
 
-ARCHITECTURE = programs.ARCHITECTURE  # what shapes the parameters
 _RESNET_DEFAULTS = {f.name: f.default for f in dataclasses.fields(resnet.ResNet)
                     if f.default is not dataclasses.MISSING}
 
@@ -105,7 +104,7 @@ def architecture(model) -> dict:
   values with the section's non-None overrides (None-valued placeholders keep them)."""
   registered = registry.MODELS.get(model.get('name'), {})
   arch = {}
-  for field in ARCHITECTURE:
+  for field in programs.ARCHITECTURE:
     value = model.get(field)
     if value is None:
       value = registered.get(field, _RESNET_DEFAULTS.get(field))
@@ -468,7 +467,7 @@ def parameter_differences(saved: dict, config) -> list[str]:
   """
   saved_model, saved_data = saved.get('model', {}), saved.get('data', {})
   old, new = architecture(saved_model), architecture(config.model)
-  diffs = [f'model.{k} saved {old[k]!r}, now {new[k]!r}' for k in ARCHITECTURE
+  diffs = [f'model.{k} saved {old[k]!r}, now {new[k]!r}' for k in programs.ARCHITECTURE
            if old[k] != new[k]]
   if diffs and saved_model.get('name') != config.model.name:
     diffs.insert(0, f'model.name saved {saved_model.get("name")!r}, now {config.model.name!r}')

@@ -42,9 +42,6 @@ from rs.data.bad_images import (END as _END, BadImages, Gaps as _Gaps, Undecodab
 _MAX_EPOCHS = 1 << 40
 
 
-
-
-
 def _ok(record):
   return record['ok']  # only returns an input: tf.data short-circuits it (no function call)
 

@@ -37,56 +37,62 @@ class Comparison:
   passed: bool
 
 
-def _last_top1(workdir: str) -> float | None:
+@dataclasses.dataclass
+class Figures:
+  """What a comparison reads of one run, read once."""
+  workdir: str
+  curve: dict[int, float]        # the compared scalar, by step
+  top1: float | None             # the last evaluation's (EMA where kept)
+  images_per_sec: float | None   # median over the log points
+
+
+def read_figures(workdir: str, tag: str = 'train/loss') -> Figures:
   from rs import metrics
   evals = metrics.read_evals(workdir)
-  if not evals:
-    return None
-  last = evals[-1]
-  return last.get('ema_top1', last.get('top1'))
-
-
-def _median_rate(workdir: str) -> float | None:
-  from rs import metrics
+  top1 = evals[-1].get('ema_top1', evals[-1].get('top1')) if evals else None
   rates = list(metrics.read_scalars(workdir, 'train/images_per_sec').values())
-  return statistics.median(rates) if rates else None
+  return Figures(workdir, metrics.read_scalars(workdir, tag), top1,
+                 statistics.median(rates) if rates else None)
 
 
-def compare(baseline: str, run: str, tag: str = 'train/loss', loss_rtol: float = 0.02,
+def compare(baseline: str | Figures, run: str, tag: str = 'train/loss', loss_rtol: float = 0.02,
             top1_atol: float = 0.01) -> Comparison:
-  """`run` against `baseline` (workdirs); see the module docstring."""
-  from rs import metrics
-  base_curve, run_curve = metrics.read_scalars(baseline, tag), metrics.read_scalars(run, tag)
-  steps = sorted(set(base_curve) & set(run_curve))
+  """`run` against `baseline` (workdirs, or the baseline's figures already read); see the
+  module docstring."""
+  base = baseline if isinstance(baseline, Figures) else read_figures(baseline, tag)
+  this = read_figures(run, tag)
+  steps = sorted(set(base.curve) & set(this.curve))
   if not steps:
-    raise ValueError(f'{run} and {baseline} have no step in common that logged {tag!r}')
-  diffs = [abs(run_curve[s] - base_curve[s]) / max(abs(base_curve[s]), 1e-12) for s in steps]
-  base_top1, top1 = _last_top1(baseline), _last_top1(run)
-  top1_diff = None if top1 is None or base_top1 is None else top1 - base_top1
-  base_rate, rate = _median_rate(baseline), _median_rate(run)
-  speedup = rate / base_rate if rate and base_rate else None
-  passed = statistics.fmean(diffs) <= loss_rtol and (top1_diff is None or abs(top1_diff) <= top1_atol)
-  return Comparison(run, len(steps), max(diffs), statistics.fmean(diffs), top1, top1_diff, rate,
-                    speedup, passed)
+    raise ValueError(f'{run} and {base.workdir} have no step in common that logged {tag!r}')
+  diffs = [abs(this.curve[s] - base.curve[s]) / max(abs(base.curve[s]), 1e-12) for s in steps]
+  mean = statistics.fmean(diffs)
+  top1_diff = None if this.top1 is None or base.top1 is None else this.top1 - base.top1
+  speedup = (this.images_per_sec / base.images_per_sec
+             if this.images_per_sec and base.images_per_sec else None)
+  passed = mean <= loss_rtol and (top1_diff is None or abs(top1_diff) <= top1_atol)
+  return Comparison(run, len(steps), max(diffs), mean, this.top1, top1_diff,
+                    this.images_per_sec, speedup, passed)
 
 
 def compare_all(baseline: str, runs: list[str], reference: str | None = None,
                 tag: str = 'train/loss', loss_rtol: float = 0.02,
-                top1_atol: float = 0.01) -> tuple[float, list[Comparison]]:
-  """(the loss tolerance used, each run's Comparison); with `reference`, the tolerance is that
-  run's mean difference from the baseline, and its own comparison comes first."""
+                top1_atol: float = 0.01) -> tuple[Figures, float, list[Comparison]]:
+  """(the baseline's figures, the loss tolerance used, each run's Comparison); with
+  `reference`, the tolerance is that run's mean difference from the baseline, and its own
+  comparison comes first."""
+  base = read_figures(baseline, tag)
   if reference:
-    loss_rtol = compare(baseline, reference, tag).mean_rel_diff
+    loss_rtol = compare(base, reference, tag).mean_rel_diff
     runs = [reference, *runs]
-  return loss_rtol, [compare(baseline, run, tag, loss_rtol, top1_atol) for run in runs]
+  return base, loss_rtol, [compare(base, run, tag, loss_rtol, top1_atol) for run in runs]
 
 
-def format_table(baseline: str, comparisons: list[Comparison], tag: str,
-                 loss_rtol: float, top1_atol: float) -> str:
+def format_table(base: Figures, comparisons: list[Comparison], tag: str, loss_rtol: float,
+                 top1_atol: float) -> str:
   def num(value, spec):
     return '-' if value is None else format(value, spec)
-  lines = [f'baseline {baseline}: top-1 {num(_last_top1(baseline), ".4f")}, '
-           f'{num(_median_rate(baseline), ".0f")} images/s; tolerances: mean {tag} difference '
+  lines = [f'baseline {base.workdir}: top-1 {num(base.top1, ".4f")}, '
+           f'{num(base.images_per_sec, ".0f")} images/s; tolerances: mean {tag} difference '
            f'<= {loss_rtol:.2%}, top-1 within {100 * top1_atol:g} points',
            f'| run | steps | {tag} max / mean rel. diff | top-1 | top-1 diff | images/s | '
            f'speed-up | within tolerance |', '|---|---|---|---|---|---|---|---|']
@@ -113,11 +119,11 @@ def main(argv):
   del argv
   f = flags.FLAGS
   try:
-    loss_rtol, comparisons = compare_all(f.baseline, f.runs, f.reference, f.tag, f.loss_rtol,
-                                         f.top1_atol)
+    base, loss_rtol, comparisons = compare_all(f.baseline, f.runs, f.reference, f.tag,
+                                               f.loss_rtol, f.top1_atol)
   except ValueError as e:
     sys.exit(f'error: {e}')
-  print(format_table(f.baseline, comparisons, f.tag, loss_rtol, f.top1_atol))
+  print(format_table(base, comparisons, f.tag, loss_rtol, f.top1_atol))
   if not all(c.passed for c in comparisons):
     sys.exit(1)
 
