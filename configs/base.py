@@ -88,6 +88,10 @@ def get_config():
   # Learning-rate multipliers by parameter name, 'REGEX:MULTIPLIER', first match wins, others
   # x1: ('^head/:10',) trains a new head 10x faster; ('^head/:1', '.*:0') freezes the rest.
   c.optimizer.param_groups = ()
+  # Frozen parts (multiplier 0) keep their BN statistics too: those layers normalise with the
+  # stored averages in training, as in evaluation (a true linear probe). False: they normalise
+  # with batch statistics and store them (bn_momentum), while their scale and bias stay fixed.
+  c.optimizer.freeze_bn_statistics = True
   c.label_smoothing = 0.1
   c.ema_decay = 0.9999  # effective decay min(d, (1+t)/(10+t)); 0 makes 'ema' = raw weights
 

@@ -4,8 +4,10 @@ Starts from a weights directory (rs.export of a run, or rs.convert of timm's Res
 class-folder dataset, ROOT/train/CLASS/*.jpg and ROOT/validation/CLASS/*.jpg. The classifier
 is re-initialised for the new classes (init_skip), and trains 10x faster than the backbone
 (optimizer.param_groups); `--config.optimizer.param_groups="('^head/:1', '.*:0')"` freezes the
-backbone instead (a linear probe). The transfer recipe of the paper (section 7.4): RandAugment,
-label smoothing, dropout, lowered weight decay, cosine; no stochastic depth, no EMA.
+backbone instead, its BN statistics included (a linear probe: no backward pass through the
+backbone, so a step costs little more than its forward). The transfer recipe of the paper
+(section 7.4): RandAugment, label smoothing, dropout, lowered weight decay, cosine; no
+stochastic depth, no EMA.
 
   python -m rs.export --workdir=gs://BUCKET/rs50_i160 --out=/tmp/rs50_weights   # or rs.convert
   python -m rs.main --config=configs/finetune.py --workdir=/tmp/ft \

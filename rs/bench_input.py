@@ -14,7 +14,7 @@ uint8 batches. What differs:
 | decode | whole JPEG, then `tf.slice` the crop | `decode_and_crop_jpeg`: only the window |
 | randomness | stateful crop sampler and flip | stateless, from (seed, position) |
 | op choice | per layer 16 `tf.cond`s in a row (official) | per layer one `tf.switch_case` |
-| RandAugment ops | rs.data.randaugment_plain: per-channel loops, `tf.where` masks, depthwise conv (Sharpness), projective transform (Translate) | rs.data.randaugment: the same ops reformulated for TF's CPU kernels, bit-identical outputs (tests/test_randaugment_fast.py; Sharpness exact, within one level) |
+| RandAugment ops | rs.data.randaugment_plain: per-channel loops, `tf.where` masks, depthwise conv (Sharpness), projective transform (Translate) | rs.data.randaugment: the same ops reformulated for TF's CPU kernels, bit-identical outputs (tests/test_randaugment_fast.py; Sharpness exact, within ceil(|1 - factor|) levels of the convolution) |
 | tf.data | default options, private pool of --threads | private pool of --threads, one thread per op, deterministic order |
 
 Both RandAugments draw the op choice, signs and Cutout centres from the same seeds in the

@@ -61,6 +61,14 @@ def rs_config(model: str, image_size: int, batch_size: int, dtype: str,
   return c
 
 
+def linear_probe_config(config):
+  """`config` training only the classifier: the backbone's weights and BN statistics frozen."""
+  probe = config.copy_and_resolve_references()
+  probe.optimizer.param_groups = ('^head/:1', '.*:0')
+  probe.optimizer.freeze_bn_statistics = True
+  return probe
+
+
 def median_step_times(contenders: dict[str, Callable[[], None]], steps: int, rounds: int,
                       warmup: int = 2) -> dict[str, float]:
   """Median seconds per call of each contender (a call runs one step and waits for it).
@@ -117,9 +125,9 @@ class RsContender:
     self.train_compile_s = time.perf_counter() - start
 
     def forward(state, batch):
-      images = step_lib.normalize(batch['image'], config.data.mean, config.data.std)
       variables = {'params': state.params, 'batch_stats': state.batch_stats}
-      return training.model.apply(variables, images, train=False)
+      return step_lib.logits(training.model, variables, batch['image'], config.data.mean,
+                             config.data.std)
 
     start = time.perf_counter()
     self.forward_fn = jax.jit(forward).lower(self.state, self.batch).compile()
@@ -204,14 +212,17 @@ class TimmContender:
 def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIMM_MODES,
         channels_last: bool = True, steps: int = 5, rounds: int = 3,
         kinds: tuple[str, ...] = ('train', 'inference'),
-        devices: int | tuple[int, ...] | None = None, num_classes: int = 1000) -> list[dict]:
+        devices: int | tuple[int, ...] | None = None, num_classes: int = 1000,
+        linear_probe: bool = False) -> list[dict]:
   """All measurements of one benchmark run, as a list of dicts (see the module docstring).
 
   `config`: a training config (configs/*.py, or `rs_config(...)`); its model, resolution,
   batch size and dtype are benchmarked. `devices`: how many of the local devices the batch is
   split over (default all); several counts, e.g. (1, 2), time one rs contender each, side by
   side, and add their ratios to the first (on a CPU, one device per core runs one stream of
-  XLA's work per core: docs/performance.md).
+  XLA's work per core: docs/performance.md). `linear_probe` adds an rs contender that trains
+  only the classifier (optimizer.param_groups ('^head/:1', '.*:0'), BN statistics frozen),
+  timed side by side with full training, for its ratio.
   """
   model = config.model.name
   image_size, batch_size, dtype = config.data.image_size, config.batch_size, config.dtype
@@ -245,21 +256,29 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
   results.append({'measurement': 'matmul_peak', **common, 'gflops_per_sec': peak})
 
   # One rs contender per device count: mode 'jax.jit', or 'jax.jit xN' when several.
-  rs_modes = {('jax.jit' if len(meshes) == 1 else f'jax.jit x{m.size}'): m for m in meshes}
-  contenders = {('rs', mode): RsContender(config, num_classes, mesh)
-                for mode, mesh in rs_modes.items()}
+  rs_modes = {('jax.jit' if len(meshes) == 1 else f'jax.jit x{m.size}'): (config, m)
+              for m in meshes}
+  if linear_probe:
+    rs_modes['linear probe'] = (linear_probe_config(config), meshes[0])
+  contenders = {('rs', mode): RsContender(c, num_classes, mesh)
+                for mode, (c, mesh) in rs_modes.items()}
   if 'timm' in compare:
     for mode in timm_modes:
       contenders[('timm', mode)] = TimmContender(model, config, mode, channels_last,
                                                   num_classes)
   for kind in kinds:
-    seconds = median_step_times(
-        {key: getattr(c, f'{kind}_step') for key, c in contenders.items()}, steps, rounds)
-    flops_per_image = forward_flops * (3 if kind == 'train' else 1)
-    for (framework, mode), contender in contenders.items():
+    # The probe's forward is the full model's: only its train step is timed.
+    timed = {key: c for key, c in contenders.items()
+             if kind == 'train' or key != ('rs', 'linear probe')}
+    seconds = median_step_times({key: getattr(c, f'{kind}_step') for key, c in timed.items()},
+                                steps, rounds)
+    for (framework, mode), contender in timed.items():
+      # Training counts the backward as twice the forward; a linear probe has none to speak
+      # of (the head's is ~1e-4 of the network's).
+      factor = 3 if kind == 'train' and mode != 'linear probe' else 1
       step_s = seconds[(framework, mode)]
       images_per_sec = batch_size / step_s
-      achieved = flops_per_image * images_per_sec / 1e9
+      achieved = forward_flops * factor * images_per_sec / 1e9
       results.append({
           'measurement': f'{framework}/{kind}', **common, 'framework': framework, 'mode': mode,
           'step_ms': 1e3 * step_s, 'images_per_sec': images_per_sec,
@@ -269,7 +288,7 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
       if framework == 'timm':
         results[-1]['params'] = contender.params
       else:
-        results[-1]['devices'] = rs_modes[mode].size
+        results[-1]['devices'] = rs_modes[mode][1].size
     results += _ratios(results, kind, common)
   return results
 
@@ -307,7 +326,7 @@ def format_text(results: list[dict]) -> str:
     else:
       mem = r['memory_analysis_bytes'] or r['device_peak_bytes']
       lines.append(
-          f"{m:<15} {r['mode']:<9} {r['step_ms']:9.1f} ms/step {r['images_per_sec']:8.1f} img/s "
+          f"{m:<15} {r['mode']:<12} {r['step_ms']:9.1f} ms/step {r['images_per_sec']:8.1f} img/s "
           f"{r['achieved_gflops_per_sec']:7.1f} GFLOP/s ({100 * r['fraction_of_matmul_peak']:.0f}%"
           f" of peak)  compile {r['compile_s']:.1f} s"
           + (f'  memory {mem / 2**30:.2f} GiB' if mem else ''))
@@ -333,6 +352,8 @@ def define_flags():
   flags.DEFINE_list('devices', [], 'Split the batch over this many local devices (default: '
                     'all); several, e.g. 1,2, time one rs contender each side by side. On a '
                     'CPU the process gets as many devices as the largest count.')
+  flags.DEFINE_bool('linear_probe', False, 'Also time a train step that trains only the '
+                    'classifier (frozen backbone and BN statistics), beside full training.')
   flags.DEFINE_bool('json', False, 'Print one JSON object per measurement.')
 
 
@@ -345,7 +366,7 @@ def main(argv):
     devices = tuple(int(d) for d in f.devices)
     sharding.request_cpu_devices(max(devices, default=1))
     results = run(config, tuple(f.compare), tuple(f.timm_modes), f.channels_last, f.steps,
-                  f.rounds, tuple(f.kinds), devices, f.num_classes)
+                  f.rounds, tuple(f.kinds), devices, f.num_classes, f.linear_probe)
   except ValueError as e:
     raise app.UsageError(str(e))
   if f.json:

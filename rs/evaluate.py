@@ -15,9 +15,8 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from rs import checkpoint, programs, sharding, step as step_lib, train
+from rs import checkpoint, programs, sharding, train
 from rs.data import pipeline as pipeline_lib
-from rs.state import TrainState
 
 
 def evaluate_weights(config: ml_collections.ConfigDict, weights_dir: str,
@@ -35,16 +34,8 @@ def evaluate_weights(config: ml_collections.ConfigDict, weights_dir: str,
   if meta.get('model') not in (None, config.model.name):
     logging.warning('Weights were saved for %s, the config builds %s.', meta['model'],
                     config.model.name)
-  # The eval step scores raw and EMA weights; here both are the saved ones.
-  state = TrainState(step=None, params=variables['params'], batch_stats=variables['batch_stats'],
-                     opt_state=None, ema_params=variables['params'],
-                     ema_batch_stats=variables['batch_stats'], rng=None,
-                     nonfinite_steps=None, first_nonfinite_step=None)
-  eval_fn = jax.jit(functools.partial(step_lib.eval_step, model=model, config=config),
-                    in_shardings=(replicated, sharding.batch_sharded(mesh)),
-                    out_shardings=replicated)
-  result = train.evaluate(eval_fn, state, pipeline, mesh)
-  return {k: v for k, v in result.items() if not k.startswith('ema_')}
+  eval_fn = programs.build_eval(model, config.data.mean, config.data.std, mesh)
+  return train.evaluate(eval_fn, {'': variables}, pipeline, mesh)
 
 
 def define_flags():

@@ -81,6 +81,15 @@ def create_optimizer(opt_config, schedule: optax.Schedule) -> optax.GradientTran
                                lambda params: transfer.group_labels(params, groups))
 
 
+def frozen_mask(params, opt_config):
+  """A tree of Python bools: True for the parameters a multiplier of 0 freezes
+  (optimizer.param_groups). Decided when the step is traced: the step differentiates only the
+  others (rs.step.train_step)."""
+  groups = transfer.parse_param_groups(opt_config.get('param_groups'))
+  labels = transfer.group_labels(params, groups)
+  return jax.tree.map(lambda label: float(label) == 0, labels)
+
+
 def steps_for(config, name: str, steps_per_epoch: float) -> int:
   """A duration given as `{name}_steps` or `{name}_epochs` in the config, in steps."""
   steps = config.get(f'{name}_steps')

@@ -21,7 +21,8 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, num_devices
   """The config's network: the registered model with the config's overrides.
 
   `model.bn_group_size` None means the per-device batch (batch_size / num_devices), the BN
-  batch of the official per-core TPU training.
+  batch of the official per-core TPU training. With `optimizer.freeze_bn_statistics`, the BN
+  layers whose parameters `optimizer.param_groups` freezes keep their statistics too.
   """
   if config.dtype not in DTYPES:
     raise ValueError(f'dtype={config.dtype!r}: use one of {sorted(DTYPES)}')
@@ -29,8 +30,24 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, num_devices
   overrides.setdefault('bn_group_size', config.batch_size // num_devices)
   if 'stage_sizes' in overrides:
     overrides['stage_sizes'] = tuple(overrides['stage_sizes'])
-  return create_model(config.model.name, num_classes=num_classes,
-                      dtype=DTYPES[config.dtype], **overrides)
+  model = create_model(config.model.name, num_classes=num_classes,
+                       dtype=DTYPES[config.dtype], **overrides)
+  if config.optimizer.get('freeze_bn_statistics') and config.optimizer.get('param_groups'):
+    model = model.clone(fixed_bn_statistics=frozen_batch_norms(model, config.optimizer))
+  return model
+
+
+def frozen_batch_norms(model, opt_config) -> frozenset:
+  """Paths of the BN layers ('stage1_block1/conv1/bn') whose scale and bias are both frozen."""
+  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                          jnp.zeros((1, 64, 64, 3)))
+  frozen = optim.frozen_mask(shapes['params'], opt_config)
+  layers = {}
+  for path, is_frozen in jax.tree_util.tree_flatten_with_path(frozen)[0]:
+    names = [k.key for k in path]
+    if names[-1] in ('scale', 'bias') and optim.is_batch_norm(path):
+      layers.setdefault('/'.join(names[:-1]), []).append(is_frozen)
+  return frozenset(layer for layer, flags in layers.items() if all(flags))
 
 
 # Model fields that change the architecture (the parameter shapes, and hence params and FLOPs);
@@ -65,7 +82,7 @@ class Training(NamedTuple):
   init: Callable  # rng -> TrainState (jit it with out_shardings=state_sharding)
   state_sharding: jax.sharding.NamedSharding
   train_fn: Callable  # (state, global batch) -> (state, metrics); the state is donated
-  eval_fn: Callable  # (state, global batch) -> sums of correct predictions and loss
+  eval_fn: Callable  # ({'params', 'batch_stats'}, global batch) -> sums (rs.step.eval_step)
 
 
 def build_training(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, num_classes: int,
@@ -81,7 +98,17 @@ def build_training(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, n
       functools.partial(step_lib.train_step, model=model, tx=tx, schedule=schedule, config=config),
       in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, state_sharding),
       donate_argnums=(0,))
-  eval_fn = jax.jit(functools.partial(step_lib.eval_step, model=model, config=config),
-                    in_shardings=(state_sharding, batch_sharding), out_shardings=state_sharding)
+  eval_fn = build_eval(model, config.data.mean, config.data.std, mesh)
   init = functools.partial(create_state, model=model, tx=tx, image_shape=image_shape)
   return Training(model, init, state_sharding, train_fn, eval_fn)
+
+
+def build_eval(model, mean, std, mesh: jax.sharding.Mesh) -> Callable:
+  """The evaluation program of the trainer and of rs.evaluate: one set of weights
+  ({'params', 'batch_stats'}, replicated) and a global batch split over 'data' -> the sums of
+  rs.step.eval_step. One compilation serves the raw and the EMA weights."""
+  replicated = sharding.replicated(mesh)
+  return jax.jit(functools.partial(step_lib.eval_step, model=model, mean=tuple(mean),
+                                   std=tuple(std)),
+                 in_shardings=(replicated, sharding.batch_sharded(mesh)),
+                 out_shardings=replicated)

@@ -17,6 +17,13 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
   return (images.astype(jnp.float32) - mean) / std
 
 
+def logits(model, variables, images: jax.Array, mean, std) -> jax.Array:
+  """float32 logits of uint8 (or 0..255 float) images in inference mode: the one forward that
+  evaluation, rs.export's serving function, rs.predict and rs.benchmark run."""
+  x = normalize(images, mean, std)
+  return model.apply(variables, x, train=False).astype(jnp.float32)
+
+
 def ema_decay(decay: float, step: jax.Array) -> jax.Array:
   """TF1 ExponentialMovingAverage(decay, num_updates=step): min(decay, (1+t)/(10+t))."""
   step = step.astype(jnp.float32)
@@ -37,22 +44,48 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
 
 
+def _is_none(x) -> bool:
+  return x is None
+
+
+def split_frozen(params, frozen):
+  """(trainable, frozen) trees with None where the other holds the leaf; `frozen` is a tree
+  of Python bools (rs.optim.frozen_mask)."""
+  trainable = jax.tree.map(lambda p, f: None if f else p, params, frozen)
+  fixed = jax.tree.map(lambda p, f: p if f else None, params, frozen)
+  return trainable, fixed
+
+
+def join_frozen(trainable, fixed):
+  """The inverse of split_frozen."""
+  return jax.tree.map(lambda t, f: f if t is None else t, trainable, fixed, is_leaf=_is_none)
+
+
 def train_step(state: TrainState, batch, *, model, tx, schedule, config):
-  """One update: forward/backward on the global batch, SGD, BN statistics, EMA."""
+  """One update: forward/backward on the global batch, SGD, BN statistics, EMA.
+
+  Only the trainable parameters are differentiated: those a zero learning-rate multiplier
+  freezes (optimizer.param_groups) enter the loss as constants, so a frozen backbone costs
+  its forward pass and no backward (a linear probe runs about as fast as inference).
+  """
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   images = normalize(batch['image'], config.data.mean, config.data.std)
   labels = batch['label']
+  frozen = optim.frozen_mask(state.params, config.optimizer)
+  trainable, fixed = split_frozen(state.params, frozen)
 
-  def loss_fn(params):
-    logits, updates = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
-        mutable=['batch_stats'], rngs={'dropout': rng})
+  def loss_fn(trainable):
+    variables = {'params': join_frozen(trainable, fixed), 'batch_stats': state.batch_stats}
+    logits, updates = model.apply(variables, images, train=True, mutable=['batch_stats'],
+                                  rngs={'dropout': rng})
     logits = logits.astype(jnp.float32)
     loss = jnp.mean(cross_entropy(logits, labels, logits.shape[-1], config.label_smoothing))
     return loss, (logits, updates['batch_stats'])
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grad_norm = optax.global_norm(grads)
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+  grad_norm = optax.global_norm(grads)  # over what is trained: a frozen leaf has no gradient
+  # The optimizer sees the whole tree; its frozen groups (optax.set_to_zero) ignore the zeros.
+  grads = join_frozen(grads, jax.tree.map(jnp.zeros_like, fixed))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
 
@@ -89,20 +122,17 @@ def skip_if_nonfinite(state: TrainState, updated: TrainState, finite: jax.Array)
   return kept.replace(step=step, nonfinite_steps=count, first_nonfinite_step=first)
 
 
-def eval_step(state: TrainState, batch, *, model, config):
-  """Sums of correct top-1/top-5 and loss for the raw and the EMA weights, padding masked out.
+def eval_step(variables, batch, *, model, mean, std):
+  """Sums of correct top-1/top-5 and of the loss of one set of weights ({'params',
+  'batch_stats'}) over the batch, padding masked out, and the count of real examples.
 
   Sums, not means, so the host adds batches up and every real example counts exactly once.
   """
-  images = normalize(batch['image'], config.data.mean, config.data.std)
   labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
-  sums = {'count': jnp.sum(mask)}
-  for prefix, params, stats in (('', state.params, state.batch_stats),
-                                ('ema_', state.ema_params, state.ema_batch_stats)):
-    logits = model.apply({'params': params, 'batch_stats': stats}, images, train=False)
-    logits = logits.astype(jnp.float32)
-    loss = cross_entropy(logits, labels, logits.shape[-1], 0.0)
-    sums[f'{prefix}loss'] = jnp.sum(loss * mask)
-    sums[f'{prefix}top1'] = jnp.sum(topk_correct(logits, labels, 1) * mask)
-    sums[f'{prefix}top5'] = jnp.sum(topk_correct(logits, labels, 5) * mask)
-  return sums
+  out = logits(model, variables, batch['image'], mean, std)
+  return {
+      'count': jnp.sum(mask),
+      'loss': jnp.sum(cross_entropy(out, labels, out.shape[-1], 0.0) * mask),
+      'top1': jnp.sum(topk_correct(out, labels, 1) * mask),
+      'top5': jnp.sum(topk_correct(out, labels, 5) * mask),
+  }

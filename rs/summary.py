@@ -30,11 +30,16 @@ def summarize(name: str, image_size: int, num_classes: int = 1000, compiled: boo
   compiled=False skips `gflops_compiled`, which compiles the forward pass (seconds for big
   models); `gflops` needs only the lowered program.
   """
-  x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  # Counted on the CPU backend whatever the default device: FLOPs are the program's, and XLA's
+  # GPU backend gives no cost analysis of a lowered program (JAX 0.11.2, H200).
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
+  x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32, sharding=cpu)
   # XLA's own convolutions: the CPU-friendly lowering pads stride-2 kernels (more taps counted).
   overrides = {'conv_lowering': 'native'} | overrides
   model = create_model(name, num_classes=num_classes, **overrides)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape), False))
+  variables = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=cpu),
+                           variables)
   count = lambda tree: int(sum(v.size for v in jax.tree.leaves(tree)))
   forward = lambda m: jax.jit(lambda v, img: m.apply(v, img, train=False)).lower(variables, x)
   explicit = create_model(name, num_classes=num_classes, explicit_padding=True, **overrides)

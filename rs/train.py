@@ -16,15 +16,30 @@ from rs.data import pipeline as pipeline_lib
 from rs.programs import build_training
 
 
-def evaluate(eval_fn, state, pipeline, mesh) -> dict[str, float]:
-  """top-1/top-5/loss of the raw and EMA weights over the whole eval split, exactly."""
-  totals = None
+def weight_sets(state, config) -> dict[str, dict]:
+  """The weights an evaluation scores, by metric prefix: the raw ones (''), and their EMA
+  ('ema_') where the run keeps one. With ema_decay 0 the EMA equals the raw weights exactly,
+  so it is not evaluated a second time."""
+  sets = {'': {'params': state.params, 'batch_stats': state.batch_stats}}
+  if config.ema_decay:
+    sets['ema_'] = {'params': state.ema_params, 'batch_stats': state.ema_batch_stats}
+  return sets
+
+
+def evaluate(eval_fn, weights: dict[str, dict], pipeline, mesh) -> dict[str, float]:
+  """top-1/top-5/loss of each set of `weights` (prefix -> variables) over the whole eval
+  split, exactly: each batch is sent to the devices once and scored by every set."""
+  totals = {}
   for batch in pipeline.eval_iter():
-    sums = eval_fn(state, sharding.to_global(batch, mesh))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = totals.pop('count')
-  result = {k: float(v / count) for k, v in totals.items()} | {'num_examples': int(count)}
+    batch = sharding.to_global(batch, mesh)
+    for prefix, variables in weights.items():
+      sums = eval_fn(variables, batch)
+      totals[prefix] = jax.tree.map(jnp.add, totals[prefix], sums) if prefix in totals else sums
+  result = {}
+  for prefix, sums in jax.device_get(totals).items():
+    count = sums.pop('count')
+    result |= {f'{prefix}{k}': float(v / count) for k, v in sums.items()}
+  result['num_examples'] = int(count)
   if getattr(pipeline, 'eval_skipped', 0):  # undecodable images left out (class folders)
     result['undecodable'] = pipeline.eval_skipped
   return result
@@ -149,7 +164,7 @@ def _loop(config, workdir, state, pipeline, train_fn, eval_fn, mesh, ckpt, write
       jax.block_until_ready(state)
       start = time.monotonic()
       with throughput.report.timed('eval'):
-        result = evaluate(eval_fn, state, pipeline, mesh)
+        result = evaluate(eval_fn, weight_sets(state, config), pipeline, mesh)
       throughput.paused(time.monotonic() - start)
       writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
       metrics.log_line('eval', step, result)
@@ -163,6 +178,6 @@ def _loop(config, workdir, state, pipeline, train_fn, eval_fn, mesh, ckpt, write
                       'resume.', step, stop.signal_name or 'preemption notice')
       return result
   if start_step >= total_steps:  # a finished workdir: report its evaluation
-    result = evaluate(eval_fn, state, pipeline, mesh)
+    result = evaluate(eval_fn, weight_sets(state, config), pipeline, mesh)
     metrics.log_line('eval', int(state.step), result)
   return result

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The figures of docs/performance.md, and the slow tests (not CI). Run from the repository
-# root after `bash setup.sh test`; prints JSON lines to benchmarks/*.jsonl and the console.
+# root after `bash setup.sh test`; prints JSON lines to benchmarks/*.jsonl (or $OUTDIR) and the console.
 #   bash scripts/benchmark.sh            # everything (an hour or more on a 2-core CPU)
 #   bash scripts/benchmark.sh train      # only the RS-50@160 train/inference vs timm runs
 #   bash scripts/benchmark.sh precision  # does the faster CPU setting still train the same?
@@ -11,15 +11,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 what=${1:-all}
-mkdir -p benchmarks
+out=${OUTDIR:-benchmarks}  # where the JSON lines go
+mkdir -p benchmarks "$out"
 host="$(nproc) cores, $(uname -m), $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
-echo "# $(date -u +%F) on $host" | tee -a benchmarks/README.txt
+echo "# $(date -u +%F) on $host" | tee -a "$out/README.txt"
 
 if [ "$what" = all ] || [ "$what" = train ]; then
   for dtype in float32 bfloat16; do
     # One rs contender on one CPU device and one on a device per core, side by side.
     $PY -m rs.benchmark --model=resnetrs50 --image_size=160 --batch_size=32 --dtype=$dtype \
-        --devices=1,$(nproc) --compare=timm --json | tee "benchmarks/rs50_i160_b32_$dtype.jsonl"
+        --devices=1,$(nproc) --compare=timm --json | tee "$out/rs50_i160_b32_$dtype.jsonl"
   done
 fi
 
@@ -40,17 +41,24 @@ if [ "$what" = all ] || [ "$what" = precision ]; then
   $PY -m rs.tools.compare_runs --baseline="$runs/float32_x1_seed0" \
       --reference="$runs/float32_x1_seed1" \
       --runs="$runs/bfloat16_x1_seed0,$runs/float32_x$(nproc)_seed0,$runs/bfloat16_x$(nproc)_seed0" \
-      | tee "benchmarks/precision.md" || true
+      | tee "$out/precision.md" || true
 fi
 
 if [ "$what" = gpu ]; then
-  # On a GPU machine (issue 5): bf16 training and inference against timm with AMP and
-  # torch.compile on the same GPU, with model FLOP utilisation (fraction_of_matmul_peak).
-  for spec in "resnetrs50 160 256" "resnetrs350 256 64"; do
-    set -- $spec
-    $PY -m rs.benchmark --model=$1 --image_size=$2 --batch_size=$3 --dtype=bfloat16 \
-        --compare=timm --steps=10 --rounds=3 --json | tee "benchmarks/gpu_$1_i$2_bf16.jsonl"
-  done
+  # On a GPU machine: bf16 numerics against float32, then bf16 training and inference against
+  # timm with AMP (eager, and torch.compile) on the same GPU, with model FLOP utilisation
+  # (fraction_of_matmul_peak), and a linear probe's step beside full training. JAX allocates
+  # as it goes (no preallocation), so PyTorch in the same process has room and the peak
+  # memory figures are the programs' own.
+  export XLA_PYTHON_CLIENT_PREALLOCATE=false
+  $PY -m rs.tools.precision --model=resnetrs50 --image_size=160 --batch_size=32 --steps=10 \
+      | tee "$out/gpu_precision_rs50_i160.jsonl"
+  $PY -m rs.benchmark --model=resnetrs50 --image_size=160 --batch_size=256 --dtype=bfloat16 \
+      --compare=timm --linear_probe --steps=10 --rounds=3 --json \
+      | tee "$out/gpu_resnetrs50_i160_bf16.jsonl"
+  $PY -m rs.benchmark --model=resnetrs350 --image_size=256 --batch_size=64 --dtype=bfloat16 \
+      --compare=timm --timm_modes="${RS350_TIMM_MODES:-eager,compiled}" --steps=10 --rounds=3 \
+      --json | tee "$out/gpu_resnetrs350_i256_bf16.jsonl"
 fi
 
 if [ "$what" = all ] || [ "$what" = input ]; then
@@ -60,7 +68,7 @@ if [ "$what" = all ] || [ "$what" = input ]; then
   fi
   for config in rs50_i160 rs350_i256; do
     $PY -m rs.bench_input --config=configs/$config.py --data="$data" --json \
-        | tee "benchmarks/input_$config.jsonl"
+        | tee "$out/input_$config.jsonl"
   done
 fi
 

@@ -65,7 +65,7 @@ class _Config(dict):
   __getattr__ = dict.__getitem__
 
 
-def test_finetune_with_a_frozen_backbone_changes_only_the_new_head(tiny, tmp_path):
+def test_finetune_with_a_frozen_backbone_changes_only_the_new_head_and_keeps_bn_statistics(tiny, tmp_path):
   source = tiny()
   saved = variables_of(source, 7)
   checkpoint.save_variables(str(tmp_path / 'weights'), saved, {'model': source.model.name,
@@ -83,6 +83,10 @@ def test_finetune_with_a_frozen_backbone_changes_only_the_new_head(tiny, tmp_pat
       assert not np.allclose(value, before)
     else:  # ...while every backbone parameter is exactly as saved
       np.testing.assert_array_equal(value, before, err_msg=name)
+  # A linear probe: the backbone's BN statistics are the saved ones too (freeze_bn_statistics).
+  for name, value in transfer.named_leaves(tuned['batch_stats']).items():
+    np.testing.assert_array_equal(value, transfer.named_leaves(saved['batch_stats'])[name],
+                                  err_msg=name)
   fresh = variables_of(config, 0)['params']['head']['kernel']  # the run's own init (seed 0)
   assert not np.allclose(tuned['params']['head']['kernel'], fresh)  # trained
 

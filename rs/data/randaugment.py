@@ -38,7 +38,8 @@ a scalar (the official replace value is the same 128 in all three channels).
 Speed. The ops are formulated for TF's CPU kernels, since RandAugment is a large share of
 the host's work per image. rs.data.randaugment_plain keeps the direct transcription of each
 op changed here; the outputs are bit-identical (tests/test_randaugment_fast.py), except
-Sharpness, which is exact where the convolution's rounding varies by CPU (see `sharpness`).
+Sharpness, which is exact where the convolution's rounding varies by CPU; the blend scales
+that rounding, to up to ceil(|1 - factor|) levels (2 at M = 15, 3 at M = 20; see `sharpness`).
 Measured kernel costs behind the formulations (tf.data map, one thread, a 160x160x3 photo, in ms):
 `tf.where` (SelectV2) 0.45-0.6 whatever the dtype, while uint8 compare / min / add / and /
 xor cost 0.02-0.05 and casts 0.05-0.1; a binary op that broadcasts along the channel axis
@@ -306,8 +307,15 @@ def sharpness(image, factor):
   official code convolves with the float32 kernel [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 and
   truncates; its rounding depends on the CPU's convolution kernel (Eigen and oneDNN disagree
   on ~0.4% of pixels, by one level, e.g. a flat patch of value v coming out v - 1), so
-  rs.data.randaugment_plain.sharpness is no bit-exact reference; tests compare this op
-  bit for bit with numpy's integer arithmetic and within one level with the convolution.
+  rs.data.randaugment_plain.sharpness is no bit-exact reference. The convolution's error is
+  far below 1/13, so its smoothed image is at most one level below this one's, only where 13
+  divides the sum. The blend d + f (x - d) = (1 - f) d + f x scales that level by |1 - f|:
+  the outputs differ by at most ceil(|1 - f|) levels (a float32 blend error of ~1e-4 level
+  could add one only for |1 - f| just below an integer; at integer |1 - f| the blend is
+  exact). That is one level for factors in [0, 2], i.e. up to M = 10 (1.9), but 2 at M = 15
+  (2.8) and 3 at M = 20 (3.7); on photographs the bound is reached (docs/data.md).
+  Tests compare this op bit for bit with numpy's integer arithmetic and within
+  ceil(|1 - f|) levels with the convolution.
   Nine slices and adds cost 0.4 ms where `depthwise_conv2d` costs 2.8 ms.
 
   The nine neighbours are contiguous slices of the flattened image: pixel (i, j) channel k

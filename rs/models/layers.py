@@ -63,6 +63,9 @@ class GroupBatchNorm(nn.Module):
   over groups of the group means and of the group (biased) variances.
   """
   use_running_average: bool = False
+  # Paths of BN layers ('stage1_block1/conv1/bn') that keep their statistics in training too:
+  # they normalise with the stored averages and never update them (a frozen backbone).
+  fixed_statistics: frozenset = frozenset()
   group_size: int | None = None
   momentum: float = 0.99
   epsilon: float = 1e-5
@@ -78,7 +81,7 @@ class GroupBatchNorm(nn.Module):
     ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), jnp.float32)
     ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,), jnp.float32)
     x32 = x.astype(jnp.float32)
-    if self.use_running_average:
+    if self.use_running_average or '/'.join(self.path) in self.fixed_statistics:
       mean, var = ra_mean.value, ra_var.value
     else:
       batch = x.shape[0]

@@ -39,6 +39,9 @@ class ResNet(nn.Module):
   dropout_rate: float = 0.25
   bn_momentum: float = 0.0
   bn_epsilon: float = 1e-5
+  # BN layers, by path ('stage1_block1/conv1/bn'), whose statistics stay fixed in training
+  # (rs.programs sets it for the frozen parts of a linear probe).
+  fixed_bn_statistics: frozenset = frozenset()
   # Examples per BN statistics group in training (TPU: the per-core batch); None: the batch.
   bn_group_size: int | None = None
   dtype: Any = jnp.float32
@@ -70,6 +73,7 @@ class ResNet(nn.Module):
     # Flax, like TF, keeps `momentum` of the old statistics: the official momentum 0 stores
     # the latest batch's statistics, and the EMA of the state averages them for evaluation.
     norm = functools.partial(layers.GroupBatchNorm, use_running_average=not train,
+                             fixed_statistics=self.fixed_bn_statistics,
                              group_size=self.bn_group_size, momentum=self.bn_momentum,
                              epsilon=self.bn_epsilon, dtype=self.dtype)
     conv_bn = functools.partial(layers.ConvBN, conv=conv, norm=norm,
