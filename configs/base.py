@@ -10,8 +10,7 @@ Alone it trains ResNet-RS-50 at 160px on ImageNet (the rs50_i160 settings):
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+from rs.data.sources import IMAGENET_MEAN, IMAGENET_STD
 
 
 def get_config():

@@ -43,16 +43,21 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from rs import memory, optim, programs, sharding, step as step_lib, summary
-from rs.models import MODELS
+from rs.models import DTYPES, MODELS, architecture
 
 TIMM_MODES = ('eager', 'compiled')
 
 
-def rs_config(model: str, image_size: int, batch_size: int, dtype: str,
+# The paper's recipe, read by path as rs.main reads --config (configs/ installs beside rs).
+BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'configs', 'base.py')
+
+
+def rs_config(recipe, model: str, image_size: int, batch_size: int, dtype: str,
               width_multiplier: float | None = None):
-  """configs/base.py (the paper's recipe) at this model, resolution, batch and dtype."""
-  from configs import base
-  c = base.get_config()
+  """A copy of the training config `recipe` (configs/base.py: the paper's) at this model,
+  resolution, batch and dtype."""
+  c = recipe.copy_and_resolve_references()
   c.model.name = model
   c.model.width_multiplier = width_multiplier
   c.data.image_size = image_size
@@ -91,7 +96,7 @@ def median_step_times(contenders: dict[str, Callable[[], None]], steps: int, rou
 def matmul_peak_gflops(dtype: str, n: int | None = None, repeats: int = 10) -> float:
   """GFLOP/s of an n x n matmul in `dtype` (bfloat16: bf16 inputs, f32 accumulation)."""
   n = n or (2048 if jax.default_backend() == 'cpu' else 8192)
-  in_dtype = programs.DTYPES[dtype]
+  in_dtype = DTYPES[dtype]
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(in_dtype)
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(in_dtype)
   matmul = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
@@ -228,12 +233,12 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
   image_size, batch_size, dtype = config.data.image_size, config.batch_size, config.dtype
   if model not in MODELS:
     raise ValueError(f'--model={model!r} is not registered; use one of {", ".join(MODELS)}')
-  if dtype not in programs.DTYPES:
-    raise ValueError(f'--dtype={dtype!r}: use one of {sorted(programs.DTYPES)}')
+  if dtype not in DTYPES:
+    raise ValueError(f'--dtype={dtype!r}: use one of {sorted(DTYPES)}')
   unknown = set(compare) - {'timm'}
   if unknown:
     raise ValueError(f'--compare={",".join(sorted(unknown))}: only timm is supported')
-  overrides = programs.architecture_overrides(config)
+  overrides = architecture.of_config(config.model)
   if compare and overrides:
     raise ValueError(f'--compare=timm needs the released architecture of {model} (timm has '
                      f'no other); this one changes {", ".join(sorted(overrides))}')
@@ -335,12 +340,12 @@ def format_text(results: list[dict]) -> str:
 
 def define_flags():
   config_flags.DEFINE_config_file(
-      'config', None, 'Benchmark what this training config runs (model, resolution, batch, '
-      'dtype; --config.x=... overrides); without it, --model etc. on configs/base.py.')
+      'config', BASE_CONFIG, 'Benchmark what this training config runs (model, resolution, '
+      'batch, dtype; --config.x=... overrides); without it, --model etc. on configs/base.py.')
   flags.DEFINE_string('model', 'resnetrs50', 'A registered model name (rs.models.MODELS).')
   flags.DEFINE_integer('image_size', 160, 'Square input resolution.')
   flags.DEFINE_integer('batch_size', 32, 'Global batch size.')
-  flags.DEFINE_enum('dtype', 'float32', list(programs.DTYPES), 'Compute dtype.')
+  flags.DEFINE_enum('dtype', 'float32', list(DTYPES), 'Compute dtype.')
   flags.DEFINE_float('width_multiplier', None, 'Channel multiplier (rs only).')
   flags.DEFINE_list('compare', [], 'Also time these implementations: timm.')
   flags.DEFINE_list('timm_modes', list(TIMM_MODES), 'eager and/or compiled (torch.compile).')
@@ -361,8 +366,8 @@ def main(argv):
   del argv
   f = flags.FLAGS
   try:
-    config = f.config or rs_config(f.model, f.image_size, f.batch_size, f.dtype,
-                                   f.width_multiplier)
+    config = f.config if f['config'].present else rs_config(
+        f.config, f.model, f.image_size, f.batch_size, f.dtype, f.width_multiplier)
     devices = tuple(int(d) for d in f.devices)
     sharding.request_cpu_devices(max(devices, default=1))
     results = run(config, tuple(f.compare), tuple(f.timm_modes), f.channels_last, f.steps,

@@ -1,5 +1,4 @@
 """The one place that talks to orbax: periodic async saves, keep-last-N, exact restore."""
-import json
 import logging
 import os
 
@@ -199,36 +198,47 @@ class Checkpointer:
       self._manager.wait_until_finished()
     self._manager.close()
 
+  def __enter__(self) -> 'Checkpointer':
+    return self
+
+  def __exit__(self, *exc) -> bool:
+    self.close()  # waits for the last asynchronous save to be complete on disk
+    return False
+
 
 def abstract_like(tree, sharding):
   """ShapeDtypeStructs of `tree`, each with `sharding`: the target for `restore`."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
-# Weights without a training state: what rs.convert writes and `config.init_from` and
-# rs.evaluate read. DIR/variables is an orbax checkpoint of {'params', 'batch_stats'};
-# DIR/model.json says which network they belong to.
+# Trees of arrays without a training state: the `variables` of a weights directory (the
+# format is rs.weights's).
 
-def save_variables(directory: str, variables, meta: dict) -> None:
-  directory = epath.Path(absolute(directory))
-  directory.mkdir(parents=True, exist_ok=True)
+def save_tree(path: str, tree) -> None:
+  """Writes `tree` (arrays on any devices) as an orbax checkpoint at `path`, replacing one."""
   _plain_cpu_transfers()
+  path = epath.Path(absolute(path))
+  path.parent.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as saver:
-    saver.save(directory / 'variables', variables, force=True)
-  (directory / 'model.json').write_text(json.dumps(meta, indent=2))
+    saver.save(path, tree, force=True)
 
 
-def load_variables(directory: str, abstract=None) -> tuple[dict, dict]:
-  """(variables, meta) from `save_variables`; placed as `abstract`'s shardings say if given."""
-  directory = epath.Path(absolute(directory))
-  meta_file = directory / 'model.json'
-  if not meta_file.exists():
-    raise FileNotFoundError(f'{directory} holds no rs weights (no model.json): give a directory '
-                            'written by rs.export or rs.convert')
+def tree_metadata(path: str):
+  """The saved tree's shapes and dtypes (jax.ShapeDtypeStruct leaves), from the files alone."""
+  with ocp.StandardCheckpointer() as reader:
+    metadata = reader.metadata(epath.Path(absolute(path)))
+  tree = getattr(metadata, 'item_metadata', metadata)
+  tree = getattr(tree, 'tree', tree)
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree)
+
+
+def restore_tree(path: str, sharding: jax.sharding.Sharding):
+  """The tree saved at `path`, every array placed on `sharding`.
+
+  The target is built from the files' metadata, not from the devices that saved it: a run's
+  checkpoint names its mesh (e.g. 8 devices), which orbax refuses to restore onto other
+  devices without a target.
+  """
   with ocp.StandardCheckpointer() as loader:
-    try:
-      variables = loader.restore(directory / 'variables', abstract)
-    except (ValueError, KeyError) as e:
-      raise ValueError(f'the weights in {directory} do not fit this model ({e}); check '
-                       f'model.json: {meta_file.read_text()}') from e
-  return variables, json.loads(meta_file.read_text())
+    return loader.restore(epath.Path(absolute(path)),
+                          abstract_like(tree_metadata(path), sharding))

@@ -2,9 +2,12 @@
 
   python -m rs.convert --from=timm --model=resnetrs50 --checkpoint=resnetrs50.pth --out=DIR
 
-writes DIR/variables (an orbax checkpoint of rs's `params` and `batch_stats`) and
-DIR/model.json. Then `--config.init_from=DIR` starts training or fine-tuning from them and
-`python -m rs.evaluate --weights=DIR` evaluates them. From a notebook,
+writes DIR in the weights format (rs.weights): DIR/variables (rs's `params` and
+`batch_stats`) and DIR/model.json, a complete description: the network, ImageNet's 1000 class
+names, and the official evaluation input at the checkpoint's released resolution (--image_size
+for another). Then `--config.init_from=DIR` starts training or fine-tuning from them,
+`python -m rs.evaluate --weights=DIR` evaluates them on ImageNet and `python -m rs.predict
+--checkpoint=DIR photo.jpg` names what a photo shows, with no config. From a notebook,
 `from_timm(timm_model.state_dict(), 'resnetrs50')` returns the same variables in memory.
 
 Every rs variable is looked up by name and shape and every timm tensor must be used once:
@@ -23,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from rs import checkpoint
+from rs import weights
 from rs.models import create_model
 
 # Sequential indices of timm's deep stem (conv1 = [conv, bn, act, conv, bn, act, conv]; the
@@ -138,13 +141,21 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   return {k.removeprefix('module.'): v.numpy() for k, v in state.items()}
 
 
-def convert_file(checkpoint_path: str, model_name: str, out: str, **overrides) -> dict:
-  """Converts a timm checkpoint file and saves it under `out`; returns the variables."""
+def convert_file(checkpoint_path: str, model_name: str, out: str,
+                 image_size: int | None = None, **overrides) -> dict:
+  """Converts a timm checkpoint file and saves it under `out` with its description; returns
+  the variables. `image_size` defaults to the released checkpoint's resolution."""
+  image_size = image_size or weights.released_image_size(model_name)
+  if not image_size:
+    raise ConversionError(f'{model_name} has no released resolution: give --image_size, the '
+                          'resolution the checkpoint was trained at')
   variables = from_timm(read_state_dict(checkpoint_path), model_name, **overrides)
-  num_classes = variables['params']['head']['kernel'].shape[-1]
-  checkpoint.save_variables(out, variables, {
-      'model': model_name, 'num_classes': int(num_classes), 'source': 'timm',
-      'checkpoint': os.path.abspath(checkpoint_path), 'overrides': overrides})
+  num_classes = int(variables['params']['head']['kernel'].shape[-1])
+  channels = int(variables['params']['stem1']['conv']['kernel'].shape[2])  # timm's in_chans
+  weights.save(out, variables, weights.imagenet(
+      model_name, overrides, int(image_size), num_classes, channels,
+      source={'tool': 'rs.convert', 'from': 'timm',
+              'checkpoint': os.path.abspath(checkpoint_path)}))
   return variables
 
 
@@ -157,6 +168,8 @@ def define_flags():
   flags.DEFINE_list('stage_sizes', None, 'Blocks per stage when not the registered layout, '
                     'e.g. 1,1,1,1.')
   flags.DEFINE_float('width_multiplier', None, 'Channel multiplier when not 1.')
+  flags.DEFINE_integer('image_size', None, 'The resolution the checkpoint was trained at '
+                       "(model.json's evaluation input); default: the released one.")
 
 
 def main(argv):
@@ -171,7 +184,7 @@ def main(argv):
   if f.width_multiplier:
     overrides['width_multiplier'] = f.width_multiplier
   try:
-    variables = convert_file(f.checkpoint, f.model, f.out, **overrides)
+    variables = convert_file(f.checkpoint, f.model, f.out, f.image_size, **overrides)
   except (ConversionError, FileNotFoundError, ImportError) as e:
     sys.exit(f'rs.convert: {e}')  # one line, no traceback: the message names the fix
   count = sum(x.size for x in jax.tree.leaves(variables['params']))

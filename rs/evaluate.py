@@ -1,13 +1,15 @@
-"""Evaluate saved weights: `python -m rs.evaluate --config=configs/rs50_i160.py --weights=DIR`.
+"""Evaluate saved weights: `python -m rs.evaluate --weights=DIR [--data_dir=D]`.
 
-DIR is what rs.convert writes (e.g. the official ResNet-RS weights via timm). The config gives
-the data (data.name, data.eval_split, data.data_dir), the resolution and the official eval
-preprocessing (data.eval_crop_padding / data.eval_crop_fraction). Prints top-1/top-5 and the
-loss over the whole split as one JSON line.
+DIR is a weights directory (rs.convert's, e.g. the official ResNet-RS weights via timm, or
+rs.export's). Its model.json gives the network, the evaluation input (resolution, crop,
+normalisation) and the dataset it was made for; flags change what is evaluated:
+--data (a tfds name, 'folder' or an in-memory dataset), --split, --data_dir, --image_size.
+With --config (a configs/*.py file, as rs.main takes), its data section and evaluation input
+are used instead: `python -m rs.evaluate --config=configs/rs50_i160.py --weights=DIR`.
+Prints top-1/top-5 and the loss over the whole split as one JSON line.
 """
-import functools
+import dataclasses
 import json
-import logging
 import sys
 
 import jax
@@ -15,35 +17,63 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from rs import checkpoint, programs, sharding, train
+from rs import programs, sharding, train, weights
 from rs.data import pipeline as pipeline_lib
+from rs.data.eval_input import EvalInput
 
 
-def evaluate_weights(config: ml_collections.ConfigDict, weights_dir: str,
+def evaluate_weights(weights_dir: str, config: ml_collections.ConfigDict | None = None,
+                     data: str | None = None, split: str | None = None,
+                     data_dir: str | None = None, image_size: int | None = None,
+                     batch_size: int | None = None,
                      mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
-  """top-1/top-5/loss of the weights in `weights_dir` on the config's eval split."""
+  """top-1/top-5/loss of the weights in `weights_dir` over a whole split: model.json's
+  dataset and evaluation input, or the config's; the other arguments override them."""
   mesh = mesh or sharding.create_mesh()
-  sharding.check_batch_size('eval_batch_size', config.eval_batch_size, mesh)
-  pipeline = pipeline_lib.create_eval_pipeline(config)
-  model = programs.build_model(config, pipeline.num_classes)
-  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
-                          jax.numpy.zeros((1, *pipeline.image_shape)))
-  replicated = sharding.replicated(mesh)
-  variables, meta = checkpoint.load_variables(
-      weights_dir, checkpoint.abstract_like(dict(shapes), replicated))
-  if meta.get('model') not in (None, config.model.name):
-    logging.warning('Weights were saved for %s, the config builds %s.', meta['model'],
-                    config.model.name)
-  eval_fn = programs.build_eval(model, config.data.mean, config.data.std, mesh)
+  variables, description = weights.load(weights_dir, sharding.replicated(mesh))
+  dataset = dict(description.dataset or {})
+  spec, manual_dir, train_split = description.input, None, 'train'
+  if config is not None:
+    d = config.data
+    dataset = {'name': d.name, 'eval_split': d.eval_split, 'data_dir': d.data_dir}
+    spec = EvalInput.from_config(config, description.input.channels)
+    manual_dir, train_split = d.manual_dir, d.train_split
+    batch_size = batch_size or config.eval_batch_size
+  name = data or dataset.get('name')
+  if not name:
+    raise weights.WeightsError(f'{weights_dir}/model.json names no dataset: give --data (and '
+                               '--split, --data_dir)')
+  split = split or (dataset.get('eval_split') if name == dataset.get('name') else None) or (
+      'validation')
+  data_dir = data_dir or (dataset.get('data_dir') if name == dataset.get('name') else None)
+  if image_size:
+    spec = dataclasses.replace(spec, image_size=image_size)
+  batch_size = batch_size or 8 * mesh.size
+  sharding.check_batch_size('eval_batch_size', batch_size, mesh)
+  pipeline = pipeline_lib.eval_pipeline(name, split, spec, batch_size, data_dir, manual_dir,
+                                        train_split=train_split)
+  if pipeline.num_classes != description.num_classes:
+    raise weights.WeightsError(f'{name} {split} has {pipeline.num_classes} classes, the weights '
+                               f'{description.num_classes}: evaluate on the dataset they were '
+                               'trained for (--data)')
+  eval_fn = programs.build_eval(description.build(), spec.mean, spec.std, mesh)
   return train.evaluate(eval_fn, {'': variables}, pipeline, mesh)
 
 
 def define_flags():
   """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
-  config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.',
-                                  lock_config=True)
+  config_flags.DEFINE_config_file('config', None, 'Optional: a configs/*.py file whose data '
+                                  'and evaluation input to use.', lock_config=True)
   flags.DEFINE_string('weights', None, 'A directory written by rs.export or rs.convert.')
-  flags.mark_flags_as_required(['config', 'weights'])
+  flags.DEFINE_string('data', None, "Dataset: a tfds name, 'folder' or 'fashion_mnist'; "
+                      "default: model.json's.")
+  flags.DEFINE_string('split', None, "Split to evaluate; default: model.json's, else "
+                      "'validation'.")
+  flags.DEFINE_string('data_dir', None, 'tfds data_dir, or the ROOT of a class-folder dataset.')
+  flags.DEFINE_integer('image_size', None, "Input side; default: model.json's.")
+  flags.DEFINE_integer('batch_size', None, 'Images per step over all devices; default: 8 per '
+                       "device, or the config's eval_batch_size.")
+  flags.mark_flags_as_required(['weights'])
 
 
 def main(argv):
@@ -51,8 +81,10 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')
+  f = flags.FLAGS
   try:
-    result = evaluate_weights(flags.FLAGS.config, flags.FLAGS.weights)
+    result = evaluate_weights(f.weights, f.config, f.data, f.split, f.data_dir, f.image_size,
+                              f.batch_size)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f'rs.evaluate: {e}')  # one line, no traceback: the message names the fix
   print(json.dumps(result))

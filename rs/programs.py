@@ -11,10 +11,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from rs import optim, sharding, step as step_lib
-from rs.models import create_model
+from rs.models import DTYPES, create_model
 from rs.state import create_state
-
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int, num_devices: int = 1):
@@ -28,8 +26,6 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, num_devices
     raise ValueError(f'dtype={config.dtype!r}: use one of {sorted(DTYPES)}')
   overrides = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
   overrides.setdefault('bn_group_size', config.batch_size // num_devices)
-  if 'stage_sizes' in overrides:
-    overrides['stage_sizes'] = tuple(overrides['stage_sizes'])
   model = create_model(config.model.name, num_classes=num_classes,
                        dtype=DTYPES[config.dtype], **overrides)
   if config.optimizer.get('freeze_bn_statistics') and config.optimizer.get('param_groups'):
@@ -48,32 +44,6 @@ def frozen_batch_norms(model, opt_config) -> frozenset:
     if names[-1] in ('scale', 'bias') and optim.is_batch_norm(path):
       layers.setdefault('/'.join(names[:-1]), []).append(is_frozen)
   return frozenset(layer for layer, flags in layers.items() if all(flags))
-
-
-# Model fields that change the architecture (the parameter shapes, and hence params and FLOPs);
-# dropout, stochastic depth, BN details, dtype and the conv lowering do not.
-ARCHITECTURE = ('stage_sizes', 'width_multiplier', 'se_ratio', 'stem', 'stem_pool',
-                'resnetd_shortcut')
-
-
-def architecture_overrides(config) -> dict:
-  """The config's architecture changes over its registered model (what model.json records)."""
-  overrides = {k: config.model[k] for k in ARCHITECTURE if config.model.get(k) is not None}
-  if 'stage_sizes' in overrides:
-    overrides['stage_sizes'] = tuple(overrides['stage_sizes'])
-  if overrides.get('width_multiplier') == 1.0:
-    del overrides['width_multiplier']
-  return overrides
-
-
-def model_from_meta(meta: dict, dtype: str = 'float32'):
-  """The network a weights directory's model.json describes (rs.convert, rs.export): its
-  registered name, class count and architecture overrides, for inference."""
-  overrides = dict(meta.get('overrides') or {})
-  if 'stage_sizes' in overrides:
-    overrides['stage_sizes'] = tuple(overrides['stage_sizes'])
-  return create_model(meta['model'], num_classes=int(meta['num_classes']), dtype=DTYPES[dtype],
-                      **overrides)
 
 
 class Training(NamedTuple):

@@ -4,7 +4,6 @@ Every failure is a `ConfigError`: one line naming the field and the fix. rs.main
 and exits non-zero, leaving the workdir as it was.
 """
 import contextlib
-import dataclasses
 import difflib
 import json
 import numbers
@@ -12,9 +11,9 @@ import os
 import re
 import uuid
 
-from rs import optim, programs, sharding, transfer
+from rs import models, optim, sharding, transfer
 from rs.data import sources
-from rs.models import convolution, registry, resnet
+from rs.models import architecture, convolution, registry, resnet
 
 
 class ConfigError(ValueError):
@@ -94,23 +93,6 @@ def _get(config, field: str):
 
 
 # The model.
-
-_RESNET_DEFAULTS = {f.name: f.default for f in dataclasses.fields(resnet.ResNet)
-                    if f.default is not dataclasses.MISSING}
-
-
-def architecture(model) -> dict:
-  """The network a config's (or a saved config.json's) model section builds: its registered
-  values with the section's non-None overrides (None-valued placeholders keep them)."""
-  registered = registry.MODELS.get(model.get('name'), {})
-  arch = {}
-  for field in programs.ARCHITECTURE:
-    value = model.get(field)
-    if value is None:
-      value = registered.get(field, _RESNET_DEFAULTS.get(field))
-    arch[field] = tuple(value) if field == 'stage_sizes' and value is not None else value
-  return arch
-
 
 def _check_model(config) -> None:
   name = config.model.name
@@ -192,7 +174,7 @@ def _choices() -> tuple:
   """(field, allowed values, may be None): fields that name one of a few options."""
   from rs.data import bad_images, randaugment, tf_preprocess  # TensorFlow: only when checking
   return (
-      ('dtype', tuple(programs.DTYPES), False),
+      ('dtype', tuple(models.DTYPES), False),
       ('model.stem', resnet.STEM_TYPES, True),
       ('model.stem_pool', resnet.STEM_POOLS, True),
       ('model.conv_lowering', convolution.LOWERINGS, False),
@@ -234,25 +216,16 @@ def _check_durations(config) -> None:
             f'--config.warmup_{unit} to at most {train}')
 
 
-def stride2_layers(arch: dict) -> int:
-  """Layers that halve the resolution: the first stem conv (deep or classic), the stem pool
-  (conv or max, not 'none'), and the first block of stages C3, C4, C5."""
-  return 1 + (arch['stem_pool'] != 'none') + 3
-
-
-def min_image_size(arch: dict) -> int:
-  """A stride-2 layer needs an input of at least 2x2 or it downsamples nothing: n of them in
-  a row (total stride 2**n) need more than 2**(n-1) pixels (17 for ResNet-RS's 5)."""
-  return 2**(stride2_layers(arch) - 1) + 1
-
-
 def _check_image_size(config) -> None:
-  arch = architecture(config.model)
-  size, smallest, n = config.data.image_size, min_image_size(arch), stride2_layers(arch)
+  """The image must be large enough for the network's downsampling, read off the network
+  itself (rs.models.architecture.min_image_size)."""
+  model = models.create_model(config.model.name, **architecture.resolved(config.model))
+  size, smallest = config.data.image_size, architecture.min_image_size(model)
+  stride = architecture.total_stride(model)
   if size < smallest:
-    _fail('data.image_size', size, f'too small for {config.model.name}: its {n} stride-2 '
-          f'layers (total stride {2**n}) need at least {smallest} px; raise '
-          '--config.data.image_size')
+    _fail('data.image_size', size, f'too small for {config.model.name}: it shrinks its input '
+          f'{stride}x, and its last stride-2 layer needs at least 2x2 pixels, so the image '
+          f'needs at least {smallest} px; raise --config.data.image_size')
 
 
 def _check_batches(config, mesh) -> None:
@@ -466,9 +439,7 @@ def parameter_differences(saved: dict, config) -> list[str]:
   The number of classes (and the image channels) follow data.name.
   """
   saved_model, saved_data = saved.get('model', {}), saved.get('data', {})
-  old, new = architecture(saved_model), architecture(config.model)
-  diffs = [f'model.{k} saved {old[k]!r}, now {new[k]!r}' for k in programs.ARCHITECTURE
-           if old[k] != new[k]]
+  diffs = architecture.shape_differences(saved_model, config.model)
   if diffs and saved_model.get('name') != config.model.name:
     diffs.insert(0, f'model.name saved {saved_model.get("name")!r}, now {config.model.name!r}')
   if saved_data.get('name') != config.data.name:

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from configs import base
 from rs import benchmark, summary
 from rs.models import official
 
@@ -27,7 +28,7 @@ def _by(results, measurement, **match):
 
 def test_rs50_against_timm_eager_at_a_small_size():
   """RS-50 at 32px, batch 2, one round: rs and timm's eager model side by side."""
-  results = benchmark.run(benchmark.rs_config('resnetrs50', 32, 2, 'float32'),
+  results = benchmark.run(benchmark.rs_config(base.get_config(), 'resnetrs50', 32, 2, 'float32'),
                           compare=('timm',), timm_modes=('eager',), steps=1, rounds=1,
                           devices=1)
   model = _by(results, 'model')
@@ -120,7 +121,7 @@ def test_cli_rejects_bad_flags_in_one_line(flags, message):
 @pytest.mark.slow
 def test_rs50_against_compiled_timm():
   """torch.compile takes minutes on 2 cores: run by scripts/benchmark.sh, not CI."""
-  results = benchmark.run(benchmark.rs_config('resnetrs50', 64, 4, 'float32'),
+  results = benchmark.run(benchmark.rs_config(base.get_config(), 'resnetrs50', 64, 4, 'float32'),
                           compare=('timm',), timm_modes=('compiled',), steps=1, rounds=1,
                           devices=1)
   assert _by(results, 'ratio', kind='train', over='timm/compiled')['rs_over_timm'] > 0

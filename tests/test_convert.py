@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rs import checkpoint, convert
+from rs import convert, weights
 from rs.models import create_model
 
 torch = pytest.importorskip('torch')
@@ -122,15 +122,24 @@ def test_checkpoint_files_convert_evaluate_and_fine_tune(tmp_path, tiny):
   torch.save(timm_model.state_dict(), pth)
   save_file({k: v.numpy() for k, v in timm_model.state_dict().items()}, str(st))
   overrides = dict(stage_sizes=(1, 1, 1, 1), width_multiplier=0.125)
-  from_pth = convert.convert_file(str(pth), 'resnetrs26', str(tmp_path / 'w'), **overrides)
-  from_st = convert.convert_file(str(st), 'resnetrs26', str(tmp_path / 'w2'), **overrides)
+  from_pth = convert.convert_file(str(pth), 'resnetrs26', str(tmp_path / 'w'), 24, **overrides)
+  from_st = convert.convert_file(str(st), 'resnetrs26', str(tmp_path / 'w2'), 24, **overrides)
   jax.tree.map(np.testing.assert_array_equal, from_pth, from_st)
-  loaded, meta = checkpoint.load_variables(str(tmp_path / 'w'))
+  loaded, description = weights.load(str(tmp_path / 'w'))
   jax.tree.map(np.testing.assert_array_equal, loaded, from_pth)
-  assert meta['model'] == 'resnetrs26' and meta['num_classes'] == 10
+  assert (description.model, description.num_classes) == ('resnetrs26', 10)
+  assert description.architecture == overrides
+  # A grayscale timm network (in_chans=1): one channel, ImageNet's normalisation averaged.
+  spec = description.input
+  assert (spec.image_size, spec.channels, spec.method, spec.crop_padding) == (
+      24, 1, 'center_crop', 32)
+  assert spec.mean == pytest.approx((IMAGENET_MEAN.mean(),))
+  assert spec.std == pytest.approx((IMAGENET_STD.mean(),))
+  assert description.class_names is None and description.dataset is None  # 10 classes
+  assert description.source == {'tool': 'rs.convert', 'from': 'timm', 'checkpoint': str(pth)}
 
   # rs.evaluate's accuracy equals timm's on the same 500 test images.
-  result = evaluate.evaluate_weights(config, str(tmp_path / 'w'))
+  result = evaluate.evaluate_weights(str(tmp_path / 'w'), config)
   pipeline = pipeline_lib.create_pipeline(config)
   correct = n = 0
   timm_model.eval()
@@ -156,6 +165,38 @@ def test_checkpoint_files_convert_evaluate_and_fine_tune(tmp_path, tiny):
   assert tuned['ema_top1'] == pytest.approx(result['top1'])
 
 
+def test_converted_imagenet_weights_predict_as_timm_with_no_config(tmp_path):
+  """RS-50 from a timm .safetensors file describes itself: the released resolution, the
+  official eval crop and ImageNet's names; rs.predict on a photo gives timm's probabilities
+  on the same official eval input."""
+  import tensorflow as tf
+  from safetensors.numpy import save_file
+
+  from rs import predict
+  from rs.data import sources, tf_preprocess
+  timm_model = randomized_timm('resnetrs50')
+  save_file({k: v.numpy() for k, v in timm_model.state_dict().items()},
+            str(tmp_path / 'rs50.safetensors'))
+  convert.convert_file(str(tmp_path / 'rs50.safetensors'), 'resnetrs50', str(tmp_path / 'w'))
+  description = weights.read(str(tmp_path / 'w'))
+  assert (description.input.image_size, description.input.method) == (160, 'center_crop')
+  assert description.names() == sources.imagenet_class_names()
+  assert description.dataset['name'] == 'imagenet2012'
+
+  photo = tf.io.encode_jpeg(skimage_data.chelsea()).numpy()
+  (tmp_path / 'cat.jpg').write_bytes(photo)
+  [result] = predict.Predictor(str(tmp_path / 'w')).predict([str(tmp_path / 'cat.jpg')])
+  x = tf_preprocess.eval_image_from_bytes(tf.constant(photo), 160).numpy()
+  x = ((x - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+  timm_model.eval()
+  with torch.no_grad():
+    want = torch.softmax(timm_model(torch.from_numpy(x.transpose(2, 0, 1)[None])), -1)[0]
+  top = np.argsort(-want.numpy())[:5]
+  assert [r['index'] for r in result['top5']] == top.tolist()
+  np.testing.assert_allclose([r['probability'] for r in result['top5']], want.numpy()[top],
+                             rtol=1e-3, atol=1e-5)
+
+
 def test_command_lines_convert_then_evaluate(tmp_path):
   """The README's commands: rs.convert on a .safetensors file, then rs.evaluate on it."""
   import json
@@ -174,11 +215,11 @@ def test_command_lines_convert_then_evaluate(tmp_path):
                                      capture_output=True, text=True, check=True).stdout
   out = run('rs.convert', '--from=timm', '--model=resnetrs26', '--stage_sizes=1,1,1,1',
             '--width_multiplier=0.125', f'--checkpoint={tmp_path}/m.safetensors',
-            f'--out={tmp_path}/w')
+            f'--out={tmp_path}/w', '--image_size=16')
   assert json.loads(out.splitlines()[-1])['model'] == 'resnetrs26'
   with pytest.raises(subprocess.CalledProcessError) as error:  # wrong architecture: named
     run('rs.convert', '--model=resnetrs26', f'--checkpoint={tmp_path}/m.safetensors',
-        f'--out={tmp_path}/bad')  # the registered (2, 2, 2, 2) at full width
+        f'--out={tmp_path}/bad', '--image_size=16')  # the registered (2, 2, 2, 2), full width
   last = error.value.stderr.strip().splitlines()[-1]
   assert last.startswith('rs.convert: ') and 'wrong --model' in last
   out = run('rs.evaluate', '--config=configs/fashion_mnist.py', f'--weights={tmp_path}/w',

@@ -63,11 +63,17 @@ def test_unknown_split_is_a_clear_error(photo_dataset):
     eval_pipeline(records.TfdsRecords('rs_photos', photo_dataset), 64, 2, split='test')
 
 
-def test_evaluate_command_without_weights_or_data_fails_clearly(tmp_path):
-  from configs import rs50_i160
-  from rs import evaluate
-  config = rs50_i160.get_config()
-  config.data.data_dir = str(tmp_path)
-  config.eval_batch_size = 8
+def test_evaluate_without_weights_or_data_fails_clearly(tmp_path):
+  import jax
+  from rs import evaluate, weights
+  with pytest.raises(weights.WeightsError, match='holds no rs weights'):
+    evaluate.evaluate_weights(str(tmp_path / 'nothing'))
+  # ImageNet weights (as rs.convert describes them) and no ImageNet in the data_dir.
+  description = weights.imagenet('resnetrs26', {'stage_sizes': (1, 1, 1, 1),
+                                                'width_multiplier': 0.125}, 32)
+  model = description.build()
+  variables = jax.jit(lambda: model.init(jax.random.key(0), np.zeros((1, 32, 32, 3)),
+                                         train=False))()
+  weights.save(str(tmp_path / 'w'), variables, description)
   with pytest.raises(FileNotFoundError, match='imagenet2012'):
-    evaluate.evaluate_weights(config, str(tmp_path / 'nothing'))
+    evaluate.evaluate_weights(str(tmp_path / 'w'), data_dir=str(tmp_path / 'tfds'))

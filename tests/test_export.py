@@ -4,6 +4,7 @@ through gs:// on a real GCS emulator), and its serving artifact called with any 
 Expected outputs come from the checkpoint restored as rs.train restores it (TrainState on the
 8-device mesh) and the config's own network, not from rs.export's code.
 """
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import pytest
 
 from conftest import tiny_config
 from rs import checkpoint, evaluate, export, programs, sharding, step as step_lib, train
+from rs import weights
 from rs.data import preprocess, sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,15 +108,15 @@ LOAD = """
 import json, sys
 import jax, numpy as np
 from rs import export
-model, variables, meta = export.load(sys.argv[1])
+model, variables, description = export.load(sys.argv[1])
 images = np.load(sys.argv[2])
-logits = export.inference_fn(model, variables, meta)(images)['logits']
+logits = export.inference_fn(model, variables, description)(images)['logits']
 call, info = export.load_serving(sys.argv[1])
 np.savez(sys.argv[3], logits=logits, serving1=call(images[:1])['logits'],
          serving5=call(images)['logits'])
 print(json.dumps({'devices': jax.device_count(), 'platform': jax.default_backend(),
                   'on': sorted({str(d) for x in jax.tree.leaves(variables) for d in x.devices()}),
-                  'meta': meta, 'serving': info}))
+                  'meta': description.to_json(), 'serving': info}))
 """
 
 
@@ -133,7 +135,7 @@ def test_export_from_8_devices_restores_on_one_cpu_device(exported, expected, im
   report, logits = load_in_fresh_process(str(out / 'ema'), images, tmp_path, one_cpu_env())
   assert report['devices'] == 1 and report['platform'] == 'cpu'
   assert len(report['on']) == 1  # every array on the one device
-  assert report['meta'] == meta
+  assert report['meta'] == meta.to_json()
   np.testing.assert_allclose(logits['logits'], expected, **TOLERANCE)
   np.testing.assert_allclose(logits['serving5'], expected, **TOLERANCE)
   np.testing.assert_allclose(logits['serving1'], expected[:1], **TOLERANCE)
@@ -143,8 +145,8 @@ def test_ema_and_raw_weights_are_the_checkpoints(exported, states):
   out, ema_meta, raw_meta, _ = exported
   _, ema, _ = export.load(str(out / 'ema'))
   _, raw, _ = export.load(str(out / 'raw'))
-  assert (ema_meta['weights'], ema_meta['step']) == ('ema', 6)
-  assert (raw_meta['weights'], raw_meta['step']) == ('raw', 3)
+  assert (ema_meta.source['weights'], ema_meta.source['step']) == ('ema', 6)
+  assert (raw_meta.source['weights'], raw_meta.source['step']) == ('raw', 3)
   equal = lambda a, b: all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
   six, three = states[6], states[3]
   assert equal(ema['params'], six.ema_params) and equal(ema['batch_stats'], six.ema_batch_stats)
@@ -161,50 +163,67 @@ def test_export_only_reads_the_workdir(exported):
   assert any('9.orbax-checkpoint-tmp' in name for name in after)
 
 
+FASHION_NAMES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
+                 'Sneaker', 'Bag', 'Ankle boot']  # the dataset's documented labels
+
+
 def test_model_json_describes_the_network_and_its_input(run, exported):
   config, workdir, _ = run
-  out, meta, *_ = exported
-  assert meta == json.loads((out / 'ema' / 'model.json').read_text())
+  out, description, *_ = exported
+  meta = json.loads((out / 'ema' / 'model.json').read_text())
+  assert meta == description.to_json() and meta['version'] == weights.VERSION
   assert meta['model'] == 'resnetrs26' and meta['num_classes'] == 10
-  assert meta['overrides'] == {'stage_sizes': [1, 1, 1, 1], 'width_multiplier': 0.125}
-  assert meta['source'] == 'rs.export' and meta['workdir'] == workdir
-  assert (meta['image_size'], meta['channels'], meta['dataset']) == (24, 1, 'fashion_mnist')
-  np.testing.assert_allclose(meta['mean'], config.data.mean)
-  np.testing.assert_allclose(meta['std'], config.data.std)
-  assert meta['preprocess'] == 'resize' and meta['class_names'] is None
-  assert (meta['eval_crop_padding'], meta['resize_method']) == (32, 'bicubic')
+  assert meta['architecture'] == {'stage_sizes': [1, 1, 1, 1], 'width_multiplier': 0.125}
+  assert meta['source'] == {'tool': 'rs.export', 'workdir': workdir, 'step': 6,
+                            'weights': 'ema', 'train_dtype': 'float32'}
+  assert meta['input'] == {'image_size': 24, 'channels': 1, 'mean': list(config.data.mean),
+                           'std': list(config.data.std), 'method': 'resize',
+                           'crop_padding': 32, 'crop_fraction': None, 'native_size': 28}
+  assert meta['class_names'] == FASHION_NAMES
+  assert meta['dataset'] == {'name': 'fashion_mnist', 'eval_split': 'test[:500]',
+                             'data_dir': None}
   assert json.loads((out / 'ema' / 'config.json').read_text()) == json.loads(
       open(os.path.join(workdir, 'config.json')).read())
+
+
+def test_a_run_from_before_model_json_is_described_the_same(run, exported, tmp_path):
+  """Workdirs written before rs.train wrote model.json: export describes them from
+  config.json, the checkpoint and the dataset, to the same description."""
+  _, workdir, _ = run
+  old = tmp_path / 'old_run'
+  shutil.copytree(workdir, old, ignore=shutil.ignore_patterns('model.json', '*-tmp'))
+  description = export.export(str(old), str(tmp_path / 'out'))
+  want = exported[1]
+  assert description == dataclasses.replace(want, source={**want.source, 'workdir': str(old)})
 
 
 def test_class_names_of_a_folder_dataset_are_its_sorted_training_folders(tmp_path):
   for split, classes in (('train', ('tulip', 'daisy', 'rose')), ('validation', ('rose',))):
     for name in classes:
       (tmp_path / split / name).mkdir(parents=True)
-  config = tiny_config()
-  config.data.name, config.data.data_dir = 'folder', str(tmp_path)
-  config.data.train_split = 'train[:100]'
-  assert export.class_names(config) == ['daisy', 'rose', 'tulip']  # label i = i-th folder
-  config.data.name = 'fashion_mnist'
-  assert export.class_names(config) is None
+  # label i = i-th folder of the training split
+  assert sources.class_names('folder', str(tmp_path), 'train[:100]') == ['daisy', 'rose', 'tulip']
+  assert sources.class_names('folder', str(tmp_path / 'gone')) is None
 
 
 def test_rs_evaluate_scores_the_export_as_training_scored_the_ema(run, exported):
-  """rs.evaluate (and init_from) read the export: the run's own final EMA evaluation."""
+  """rs.evaluate (and init_from) read the export: the run's own final EMA evaluation, from
+  model.json alone (its dataset and evaluation input) and with the run's config."""
   config, _, result = run
   out, *_ = exported
-  scores = evaluate.evaluate_weights(config, str(out / 'ema'))
-  assert scores['num_examples'] == 500
-  assert scores['top1'] == pytest.approx(result['ema_top1'], abs=1e-6)
-  assert scores['loss'] == pytest.approx(result['ema_loss'], rel=1e-5)
+  for scores in (evaluate.evaluate_weights(str(out / 'ema')),
+                 evaluate.evaluate_weights(str(out / 'ema'), config)):
+    assert scores['num_examples'] == 500
+    assert scores['top1'] == pytest.approx(result['ema_top1'], abs=1e-6)
+    assert scores['loss'] == pytest.approx(result['ema_loss'], rel=1e-5)
 
 
 def test_serving_export_has_a_polymorphic_batch(exported, expected, images):
   out, *_ = exported
   call, info = export.load_serving(str(out / 'ema'))
   assert info['input'] == {'shape': ['b', 24, 24, 1], 'dtype': 'uint8', 'layout': 'NHWC',
-                           'preprocess': 'resize', 'resize_method': 'bicubic',
-                           'eval_crop_padding': 32, 'eval_crop_fraction': None}
+                           'preprocess': exported[1].input.to_json()}
+  assert info['class_names'] == FASHION_NAMES
   assert set(info['platforms']) == {'cpu', 'cuda', 'tpu'}
   for n in (1, 5):
     result = call(images[:n])
@@ -365,7 +384,8 @@ def test_export_to_gcs_and_load_back(run, exported, expected, images, gcs, tmp_p
                'variables/_METADATA'):
     assert f'exports/tiny/{name}' in names, names
   remote_meta = json.loads(emulator_read(url, bucket, 'exports/tiny/model.json'))
-  assert remote_meta == exported[1]  # the same description as the local export
+  # The same description as the local export (but for the workdir's path)
+  assert remote_meta == exported[1].to_json()
   assert not os.path.exists(os.path.join(ROOT, 'gs:'))  # nothing went to a local 'gs:' folder
 
   report, logits = load_in_fresh_process(out, images, tmp_path, env)
@@ -380,7 +400,8 @@ def test_exporting_over_an_export_replaces_it_whole(run, exported, tmp_path):
   out = tmp_path / 'again'
   shutil.copytree(exported[0] / 'ema', out)
   meta = export.export(run[1], str(out), step=3)
-  assert json.loads((out / 'model.json').read_text())['step'] == meta['step'] == 3
+  assert json.loads((out / 'model.json').read_text())['source']['step'] == 3
+  assert meta.source['step'] == 3
   assert not (out / 'serving').exists()
 
 
@@ -396,7 +417,7 @@ def test_damaged_latest_checkpoint_is_skipped_not_moved(run, states, tmp_path):
     f.seek(-len(middle), 1)
     f.write(bytes(b ^ 0xFF for b in middle))
   meta = export.export(str(workdir), str(tmp_path / 'out'))
-  assert meta['step'] == 3
+  assert meta.source['step'] == 3
   _, variables, _ = export.load(str(tmp_path / 'out'))
   assert all(jax.tree.leaves(jax.tree.map(np.array_equal, variables['params'],
                                           states[3].ema_params)))
@@ -434,5 +455,5 @@ def test_bad_arguments_are_clear_errors(run, tmp_path):
     export.export(workdir, str(tmp_path / 'out'), weights='best')
   with pytest.raises(export.ExportError, match='config.json does not exist'):
     export.export(str(tmp_path), str(tmp_path / 'out'))
-  with pytest.raises(export.ExportError, match='holds no export'):
+  with pytest.raises(weights.WeightsError, match='holds no rs weights'):
     export.load(str(tmp_path))

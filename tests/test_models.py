@@ -188,3 +188,32 @@ def test_resnetd_avg_pool_matches_same_padding_without_pad_counting(shape):
   x = jax.random.normal(jax.random.key(0), shape)
   expected = nn.avg_pool(x, (2, 2), (2, 2), padding='SAME', count_include_pad=False)
   np.testing.assert_allclose(layers.avg_pool_2x2(x), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize('name, overrides', [
+    ('resnetrs26', {}),  # deep stem, conv pool
+    ('resnet50', {}),  # classic 7x7/2 stem, max pool
+    ('resnetrs26', {'stem_pool': 'none'}),  # one stride-2 layer fewer
+    ('resnetrs50', {'stage_sizes': (1, 2, 1, 3), 'stem': 'classic', 'stem_pool': 'conv'}),
+    ('resnet26', {'stem_pool': 'none', 'stage_sizes': (2, 1, 1, 1)}),
+])
+def test_min_image_size_is_where_the_last_stride_2_layer_still_halves(name, overrides):
+  """Independent check of rs.models.architecture.min_image_size, read off the network: the
+  input of the last stride-2 layer (stage 4's first block) is at least 2x2 at the minimum
+  and 1x1 one pixel below it."""
+  from rs.models import architecture
+  model = create_model(name, width_multiplier=0.125, num_classes=3, **overrides)
+  smallest = architecture.min_image_size(model)
+  assert smallest == architecture.total_stride(model) // 2 + 1
+
+  def stage4_input(size):
+    last = f'stage3_block{model.stage_sizes[2]}'
+    _, state = jax.eval_shape(lambda: model.init_with_output(
+        jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False,
+        capture_intermediates=lambda module, _: module.name == last))
+    (out,) = state['intermediates'][last]['__call__']
+    return out.shape[1]
+
+  assert stage4_input(smallest) == 2 and stage4_input(smallest - 1) == 1
+  expected_stride = 2 ** (4 + (model.stem_pool != 'none'))
+  assert architecture.total_stride(model) == expected_stride

@@ -1,4 +1,8 @@
-"""rs.predict (issue 7): top-5 names and probabilities of image files, clear errors."""
+"""rs.predict (issue 7): top-5 names and probabilities of image files, clear errors.
+
+The Fashion-MNIST and photo fixtures write model.json in version 1 of the weights format,
+exactly as rs.export wrote it before rs.weights (flat input fields, no "version"), so they also
+test that such weights still load and predict; the timm test writes rs.convert's version 1."""
 import functools
 import glob
 import importlib.util
@@ -13,8 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rs import checkpoint, predict, programs
-from rs.data import preprocess, sources, tf_preprocess
+from rs import checkpoint, predict, weights
+from rs.data import eval_input, preprocess, sources, tf_preprocess
 
 skimage_data = pytest.importorskip('skimage.data')
 Image = pytest.importorskip('PIL.Image')
@@ -47,20 +51,33 @@ def random_variables(model, x: np.ndarray, seed: int = 0) -> dict:
   return {'params': variables['params'], **jax.device_get(stats)}
 
 
-def save_weights(directory, meta: dict, images: np.ndarray) -> str:
-  """A weights directory as rs.export writes it, for a network calibrated on `images` (float
-  on 0..255, normalised as model.json says)."""
-  x = (images - np.asarray(meta['mean'])) / np.asarray(meta['std'])
-  variables = random_variables(programs.model_from_meta(meta), x.astype(np.float32))
-  checkpoint.save_variables(str(directory), variables, meta)
+def model_of(meta: dict):
+  """The network a version-1 model.json names, built directly (not through rs.weights)."""
+  from rs.models import create_model
+  return create_model(meta['model'], num_classes=meta['num_classes'], **meta['overrides'])
+
+
+def save_version_1(directory, meta: dict, variables) -> str:
+  """A weights directory as rs wrote it before model.json had a version."""
+  checkpoint.save_tree(str(directory / 'variables'), variables)
+  (directory / 'model.json').write_text(json.dumps(meta))
   return str(directory)
 
 
-def softmax_in_process(directory: str, images: np.ndarray) -> np.ndarray:
-  """The saved model's softmax on preprocessed float images (0..255), without rs.predict."""
-  variables, meta = checkpoint.load_variables(directory)
+def save_weights(directory, meta: dict, images: np.ndarray) -> str:
+  """A version-1 weights directory as rs.export wrote it, for a network calibrated on `images`
+  (float on 0..255, normalised as model.json says)."""
+  x = (images - np.asarray(meta['mean'])) / np.asarray(meta['std'])
+  return save_version_1(directory, meta, random_variables(model_of(meta), x.astype(np.float32)))
+
+
+def softmax_in_process(directory: str, meta: dict, images: np.ndarray) -> np.ndarray:
+  """The saved model's softmax on preprocessed float images (0..255), without rs.predict:
+  the arrays restored by orbax, the network and normalisation taken from `meta` directly."""
+  variables = checkpoint.restore_tree(f'{directory}/variables',
+                                      jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   mean, std = np.asarray(meta['mean'], np.float32), np.asarray(meta['std'], np.float32)
-  apply = functools.partial(programs.model_from_meta(meta).apply, train=False)
+  apply = functools.partial(model_of(meta).apply, train=False)
   logits = jax.jit(apply)(variables, (images - mean) / std)
   return np.asarray(jax.nn.softmax(np.asarray(logits, np.float32)))
 
@@ -110,7 +127,7 @@ def fashion(tmp_path_factory):
   photo = str(tmp / 'coffee.jpg')  # color, 400 x 600: grayscale, squared, 28 x 28, then 32
   with open(photo, 'wb') as f:
     f.write(encode(skimage_data.coffee(), 'JPEG'))
-  return weights, paths, test.images, photo
+  return weights, paths, test.images, photo, meta
 
 
 def fashion_photo_input(path: str) -> np.ndarray:
@@ -122,14 +139,14 @@ def fashion_photo_input(path: str) -> np.ndarray:
 
 
 def test_fashion_mnist_top5_is_the_softmax_of_the_eval_images(fashion):
-  weights, paths, images, photo = fashion
+  weights, paths, images, photo, meta = fashion
   run = run_predict(f'--checkpoint={weights}', '--json', *paths, photo)
   assert run.returncode == 0, run.stderr
   results = [json.loads(line) for line in run.stdout.splitlines()]
   assert [r['path'] for r in results] == paths + [photo]
   # The eval split's own preprocessing (rs.data.pipeline: resize 28 -> 32).
   inputs = np.concatenate([preprocess.resize(images, 32), fashion_photo_input(photo)[None]])
-  want = softmax_in_process(weights, inputs.astype(np.float32))
+  want = softmax_in_process(weights, meta, inputs.astype(np.float32))
   for result, p in zip(results, want):
     top = np.argsort(-p)[:5]
     assert [row['index'] for row in result['top5']] == top.tolist()
@@ -175,14 +192,14 @@ def photos(tmp_path_factory):
   run = run_predict(f'--checkpoint={weights}', '--batch_size=3', *paths)  # batches 3 + 1
   good_paths = [p for p in paths if os.path.basename(p) in good]
   bad_paths = [p for p in paths if p not in good_paths]
-  return weights, run, good_paths, bad_paths, inputs
+  return weights, run, good_paths, bad_paths, inputs, meta
 
 
 def test_photos_top5_is_the_softmax_of_the_official_eval_crop(photos):
-  weights, run, good_paths, _, inputs = photos
+  weights, run, good_paths, _, inputs, meta = photos
   blocks = parse_text(run.stdout)
   assert list(blocks) == good_paths  # in the order given, the bad files left out
-  want = softmax_in_process(weights, inputs)
+  want = softmax_in_process(weights, meta, inputs)
   for path, p in zip(good_paths, want):
     top = np.argsort(-p)[:5]
     assert [label for _, label in blocks[path]] == [RGB_NAMES[k] for k in top]
@@ -190,7 +207,7 @@ def test_photos_top5_is_the_softmax_of_the_official_eval_crop(photos):
 
 
 def test_each_unreadable_file_gets_one_line_and_a_failing_exit(photos):
-  _, run, good_paths, bad_paths, _ = photos
+  _, run, good_paths, bad_paths, *_ = photos
   assert run.returncode != 0
   lines = run.stderr.strip().splitlines()
   for path in bad_paths:
@@ -216,21 +233,23 @@ def test_a_directory_without_weights_is_one_line(tmp_path, photos):
 # ImageNet: timm imports get ImageNet's preprocessing, resolution and readable names.
 
 def test_timm_imagenet_weights_name_the_classes_in_wordnet_order(tmp_path, photos):
-  meta = {'model': 'resnetrs50', 'num_classes': 1000, 'source': 'timm', 'overrides': TINY}
-  model = programs.model_from_meta(meta)
+  """rs.convert's version-1 model.json (the network only) gets the official ImageNet eval."""
+  meta = {'model': 'resnetrs50', 'num_classes': 1000, 'source': 'timm', 'overrides': TINY,
+          'checkpoint': '/tmp/resnetrs50.pth'}
+  model = model_of(meta)
   variables = random_variables(model, np.random.default_rng(0).standard_normal((2, 32, 32, 3)))
   # Logits = the head's bias: 207 first, 281 second, whatever the image.
   bias = np.zeros(1000, np.float32)
   bias[[207, 281]] = 12.0, 9.0
   variables['params']['head'] = {'kernel': np.zeros_like(variables['params']['head']['kernel']),
                                  'bias': bias}
-  weights = str(tmp_path / 'w')
-  checkpoint.save_variables(weights, variables, meta)
+  weights = save_version_1(tmp_path, meta, variables)
   predictor = predict.Predictor(weights)
   from configs import base
-  assert predictor.prepare == predict.Preprocessing(
-      image_size=160, channels=3, mean=base.IMAGENET_MEAN, std=base.IMAGENET_STD,
-      in_memory=False, crop_padding=32)  # the released rs50_i160's eval
+  assert predictor.prepare == eval_input.EvalInput(
+      image_size=160, channels=3, mean=base.get_config().data.mean,
+      std=base.get_config().data.std, method='center_crop',
+      crop_padding=32)  # the released rs50_i160's eval
   [result] = predictor.predict([photos[2][0]])
   top = result['top5']
   assert [(r['index'], r['label']) for r in top[:2]] == [(207, 'golden retriever'),
@@ -243,7 +262,7 @@ def test_timm_imagenet_weights_name_the_classes_in_wordnet_order(tmp_path, photo
 
 def test_imagenet_names_follow_the_wordnet_ids_of_tfds_imagenet2012():
   """Independent truth: tfds's sorted WordNet ids and timm's id -> lemma table."""
-  names = predict.imagenet_class_names()
+  names = sources.imagenet_class_names()
   tfds_dir = os.path.dirname(importlib.util.find_spec('tensorflow_datasets').origin)
   [wnid_file] = glob.glob(f'{tfds_dir}/**/imagenet2012/labels.txt', recursive=True)
   wnids = open(wnid_file).read().split()
@@ -258,16 +277,24 @@ def test_imagenet_names_follow_the_wordnet_ids_of_tfds_imagenet2012():
   assert differ == {134: 'crane (bird)', 517: 'crane (machine)'}  # WordNet: both 'crane'
 
 
-def test_class_names_and_sizes_from_model_json():
-  meta = {'model': 'resnetrs26', 'num_classes': 10}
-  assert predict.class_names({**meta, 'dataset': 'fashion_mnist'}) == FASHION_NAMES
-  assert predict.class_names({**meta, 'dataset': 'folder'})[7] == 'class 7'
+def test_class_names_of_version_1_model_json():
+  """Version 1 named classes only where given; its upgrade names them from the dataset."""
+  meta = {'model': 'resnetrs26', 'num_classes': 10, 'image_size': 32, 'channels': 1,
+          'mean': [72.9], 'std': [90.0], 'preprocess': 'resize'}
+  upgrade = lambda **changes: weights.Description.from_json({**meta, **changes})
+  assert upgrade(dataset='fashion_mnist').names() == FASHION_NAMES
+  assert upgrade(dataset='fashion_mnist').input.native_size == 28
+  assert upgrade(dataset='folder').names()[7] == 'class 7'
   names = [f'n{i}' for i in range(10)]
-  assert predict.class_names({**meta, 'dataset': 'fashion_mnist', 'class_names': names}) == names
-  with pytest.raises(predict.PredictError, match='names 3 classes, the model has 10'):
-    predict.class_names({**meta, 'class_names': ['a', 'b', 'c']})
-  # Every timm default resolution is a released checkpoint's, with its config.
+  assert upgrade(dataset='fashion_mnist', class_names=names).names() == names
+  with pytest.raises(weights.WeightsError, match='names 3 classes, the model has 10'):
+    upgrade(class_names=['a', 'b', 'c'])
+
+
+def test_released_resolutions_are_the_configs():
+  """rs.convert's default resolution is the released checkpoint's, each with its config."""
   from rs.models import official
-  for name, size in predict.TIMM_IMAGE_SIZE.items():
-    assert (name, size) in official.RELEASED
+  for name, size in official.TIMM_IMAGE_SIZE.items():
+    assert weights.released_image_size(name) == size and (name, size) in official.RELEASED
     assert os.path.exists(f'{ROOT}/configs/rs{name.removeprefix("resnetrs")}_i{size}.py')
+  assert weights.released_image_size('resnetrs26') is None

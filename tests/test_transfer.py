@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from rs import checkpoint, optim, programs, train, transfer
+from rs import checkpoint, optim, programs, train, transfer, weights
 from rs.state import path_name
 
 
@@ -68,8 +68,8 @@ class _Config(dict):
 def test_finetune_with_a_frozen_backbone_changes_only_the_new_head_and_keeps_bn_statistics(tiny, tmp_path):
   source = tiny()
   saved = variables_of(source, 7)
-  checkpoint.save_variables(str(tmp_path / 'weights'), saved, {'model': source.model.name,
-                                                               'num_classes': 10})
+  weights.save(str(tmp_path / 'weights'), saved,
+               weights.describe(source, 10, 1, source=({'tool': 'test'})))
   config = tiny(init_from=str(tmp_path / 'weights'), init_skip='^head/', train_steps=3)
   config.optimizer.param_groups = ('^head/:1', '.*:0')
   train.train_and_evaluate(config, str(tmp_path / 'run'))

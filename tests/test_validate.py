@@ -95,8 +95,9 @@ def test_image_size_must_reach_the_last_stride(model, stem_pool, smallest):
   config.data.image_size = smallest - 1
   stride = 2**(5 if stem_pool is None else 4)
   with pytest.raises(validate.ConfigError, match=rf'data\.image_size={smallest - 1}: too small '
-                     rf'for {model}: its \d stride-2 layers \(total stride {stride}\) need at '
-                     rf'least {smallest} px; raise --config\.data\.image_size'):
+                     rf'for {model}: it shrinks its input {stride}x, and its last stride-2 '
+                     rf'layer needs at least 2x2 pixels, so the image needs at least {smallest} '
+                     rf'px; raise --config\.data\.image_size'):
     validate.check_config(config, mesh)
 
 
@@ -110,7 +111,7 @@ BAD_CONFIGS = {
                            'multiple of 8'),
     'eval batch over devices': ({'eval_batch_size': 60}, 'eval_batch_size',
                                 'does not divide over 8 devices'),
-    'image too small': ({'data.image_size': 16}, 'data.image_size', 'need at least 17 px'),
+    'image too small': ({'data.image_size': 16}, 'data.image_size', 'needs at least 17 px'),
     'zero image size': ({'data.image_size': 0}, 'data.image_size', 'an integer >= 1'),
     'three stages': ({'model.stage_sizes': (1, 1, 1)}, 'model.stage_sizes', 'four block counts'),
     'empty stage': ({'model.stage_sizes': (1, 0, 1, 1)}, 'model.stage_sizes', '>= 1'),

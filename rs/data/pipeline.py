@@ -11,16 +11,19 @@ from typing import Iterator
 
 import jax
 import numpy as np
+from etils import epath
 
-from rs.data import preprocess, sources, streaming
+from rs.data import preprocess, records, sources, streaming
+from rs.data.eval_input import EvalInput
 
 AUGMENTS = ('pad_crop', 'none')
 
 
 @dataclasses.dataclass(eq=False)  # hashed by identity, for the epoch-order cache
 class ArrayPipeline:
-  """Train/eval batches from in-memory splits (datasets small enough to hold: Fashion-MNIST)."""
-  train: sources.ArraySplit
+  """Train/eval batches from in-memory splits (datasets small enough to hold: Fashion-MNIST).
+  `train` is None for evaluation alone."""
+  train: sources.ArraySplit | None
   eval: sources.ArraySplit
   batch_size: int  # global
   eval_batch_size: int  # global
@@ -28,22 +31,29 @@ class ArrayPipeline:
   augment: str = 'pad_crop'
   pad: int = 4
   prefetch: int = 2
+  native_size: int | None = None  # the side of the dataset's own images, before resizing
 
   def __post_init__(self):
     if self.augment not in AUGMENTS:
       raise ValueError(f'data.augment={self.augment!r} for an in-memory dataset: use one of '
                        f'{AUGMENTS}')
-    if self.batch_size > len(self.train):
+    if self.train is not None and self.batch_size > len(self.train):
       raise ValueError(f'batch_size={self.batch_size} exceeds the {len(self.train)} training '
                        'examples: lower --config.batch_size')
 
+  eval_skipped = 0  # undecodable images left out of evaluation: none in memory
+
   @property
   def num_classes(self) -> int:
-    return self.train.num_classes
+    return (self.train or self.eval).num_classes
+
+  @property
+  def class_names(self) -> tuple[str, ...] | None:
+    return (self.train or self.eval).class_names
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
-    return self.train.images.shape[1:]
+    return self.eval.images.shape[1:]
 
   @property
   def steps_per_epoch(self) -> float:
@@ -121,9 +131,45 @@ def create_pipeline(config, prepare: bool = True):
   resize = lambda s: dataclasses.replace(s, images=preprocess.resize(s.images, d.image_size))
   return ArrayPipeline(resize(train), resize(evaluation), config.batch_size,
                        config.eval_batch_size, config.seed, augment=d.augment,
-                       pad=d.crop_padding, prefetch=d.prefetch_batches)
+                       pad=d.crop_padding, prefetch=d.prefetch_batches,
+                       native_size=_square_side(train.images))
+
+
+def _square_side(images) -> int | None:
+  return images.shape[1] if images.shape[1] == images.shape[2] else None
 
 
 def create_eval_pipeline(config):
-  """Only the evaluation side (nothing is prepared or downloaded)."""
-  return create_pipeline(config, prepare=False)
+  """Only the evaluation side, as the config's training evaluates (nothing is prepared or
+  downloaded)."""
+  d = config.data
+  return eval_pipeline(d.name, d.eval_split, EvalInput.from_config(config, len(d.mean)),
+                       config.eval_batch_size, d.data_dir, d.manual_dir,
+                       train_split=d.train_split, bad_images=d.get('bad_images', 'skip'))
+
+
+def eval_pipeline(name: str, split: str, spec: EvalInput, batch_size: int,
+                  data_dir: str | None = None, manual_dir: str | None = None,
+                  train_split: str = 'train', bad_images: str = 'skip'):
+  """Evaluation batches of dataset `name`'s `split`, prepared as `spec` says (a weights
+  directory's model.json, or a config's evaluation): 'resize' holds the split in memory,
+  'center_crop' streams it. A class-folder dataset numbers its classes by the folders of
+  `train_split` (the training run's order) where that folder exists."""
+  if spec.method == 'resize':
+    split_data = sources.load_array_split(name, split, data_dir, manual_dir)
+    native_size = _square_side(split_data.images)
+    split_data = dataclasses.replace(
+        split_data, images=preprocess.resize(split_data.images, spec.image_size))
+    return ArrayPipeline(None, split_data, batch_size, batch_size, seed=0, augment='none',
+                         native_size=native_size)
+  if name == 'folder':
+    classes_from = train_split.split('[')[0]
+    if not data_dir or not epath.Path(data_dir, classes_from).is_dir():
+      classes_from = split.split('[')[0]
+    source = records.FolderRecords(data_dir, classes_from)
+  else:
+    source = records.TfdsRecords(name, data_dir, manual_dir)
+  return streaming.StreamingPipeline(
+      source, split, split, spec.image_size, batch_size, batch_size,
+      eval_crop_padding=spec.crop_padding, eval_crop_fraction=spec.crop_fraction,
+      bad_images=bad_images)

@@ -87,7 +87,9 @@ class TfdsRecords:
       raise ValueError(f'{name} is stored as {info.file_format.value}; rs streams tfrecord '
                        'datasets: rebuild it with `tfds build --file_format=tfrecord`')
     self.image_key, self.label_key = info.supervised_keys or ('image', 'label')
-    self.num_classes = info.features[self.label_key].num_classes
+    label = info.features[self.label_key]
+    self.num_classes = label.num_classes
+    self.class_names = list(label.names) if getattr(label, 'names', None) else None
 
   def _check_split(self, split: str) -> None:
     base = split.split('[')[0]
@@ -148,7 +150,7 @@ class FolderRecords:
                               'point it at ROOT with ROOT/SPLIT/CLASS/image files')
     self.name = 'folder'
     self.root = root
-    self.classes = self._class_names(class_split)
+    self.classes = self.class_names = self._class_names(class_split)
     self.num_classes = len(self.classes)
     self._files = {}
 

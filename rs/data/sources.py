@@ -25,6 +25,7 @@ class ArraySplit:
   images: np.ndarray
   labels: np.ndarray
   num_classes: int
+  class_names: tuple[str, ...] | None = None  # by label index, where the dataset names them
 
   def __len__(self):
     return len(self.labels)
@@ -50,7 +51,8 @@ def _fashion_mnist_from_idx(directory: str, split: str) -> ArraySplit:
   images_file, labels_file = FASHION_MNIST_FILES[split]
   images = read_idx(os.path.join(directory, images_file))
   labels = read_idx(os.path.join(directory, labels_file)).astype(np.int32)
-  return ArraySplit(images[..., None], labels, num_classes=10)
+  return ArraySplit(images[..., None], labels, num_classes=10,
+                    class_names=CLASS_NAMES['fashion_mnist'])
 
 
 def _find_idx_dir(manual_dir: str | None) -> str | None:
@@ -67,9 +69,10 @@ def _load_tfds(name: str, split: str, data_dir: str | None) -> ArraySplit:
   builder.download_and_prepare()
   arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
   images = arrays['image']
+  label = builder.info.features['label']
   return ArraySplit(images if images.ndim == 4 else images[..., None],
-                    arrays['label'].astype(np.int32),
-                    num_classes=builder.info.features['label'].num_classes)
+                    arrays['label'].astype(np.int32), num_classes=label.num_classes,
+                    class_names=tuple(label.names) if getattr(label, 'names', None) else None)
 
 
 def _slice(split: str) -> tuple[str, slice]:
@@ -93,17 +96,79 @@ def _load_lfw_faces(split: str) -> ArraySplit:
   images = np.round(data.lfw_subset() * 255).astype(np.uint8)[..., None]
   labels = np.repeat(np.arange(2, dtype=np.int32), 100)
   rows = np.r_[0:80, 100:180] if split == 'train' else np.r_[80:100, 180:200]
-  return ArraySplit(images[rows], labels[rows], num_classes=2)
+  return ArraySplit(images[rows], labels[rows], num_classes=2,
+                    class_names=CLASS_NAMES['lfw_faces'])
 
 
-# The small datasets held in memory without tfds: their splits, and their class names.
+# The small datasets held in memory without tfds: their splits, class names and image side.
 ARRAY_DATASETS = {
     'fashion_mnist': ('train', 'test'),
     'lfw_faces': ('train', 'test'),
 }
 CLASS_NAMES = {
+    # The dataset's documented labels (tfds's too), by label index.
+    'fashion_mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
+                      'Sneaker', 'Bag', 'Ankle boot'),
     'lfw_faces': ('face', 'not a face'),
 }
+NATIVE_SIZE = {'fashion_mnist': 28, 'lfw_faces': 25}
+# ImageNet's per-channel mean and std on the 0..255 scale (the official code's normalisation).
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+IMAGENET_CLASSES = 1000
+
+
+def imagenet_class_names() -> list[str]:
+  """ImageNet-1k's class names in label order (the sorted WordNet ids, n01440764 first).
+
+  tensorflow_datasets (a requirement) ships the WordNet lemmas of each id, 'tench, Tinca tinca'
+  ... 'toilet tissue, toilet paper, bathroom tissue', with its SI-Score dataset (the two cranes
+  told apart as 'crane (bird)' and 'crane (machine)'); tests/test_predict.py checks them in
+  order against imagenet2012's id list and timm's lemma table. Should that module move, the
+  WordNet ids of tfds's imagenet2012 labels stand in.
+  """
+  try:
+    from tensorflow_datasets.datasets.siscore import labels
+    if len(labels.IMAGENET_LABELS_LIST) == IMAGENET_CLASSES:
+      return list(labels.IMAGENET_LABELS_LIST)
+  except ImportError:
+    pass
+  return tfds_label_names('imagenet2012') or [f'class {i}' for i in range(IMAGENET_CLASSES)]
+
+
+def tfds_label_names(name: str, data_dir: str | None = None) -> list[str] | None:
+  """A tfds dataset's label names, from its builder's code or its prepared copy in `data_dir`
+  (nothing is downloaded); None where tfds does not know them."""
+  try:
+    import tensorflow_datasets as tfds
+    info = tfds.builder(name, data_dir=data_dir).info
+  except Exception:  # not a tfds name, tfds missing, data_dir unreadable
+    return None
+  label = (info.supervised_keys or ('image', 'label'))[1]
+  feature = info.features[label] if label in info.features else None
+  return list(feature.names) if hasattr(feature, 'names') else None
+
+
+def class_names(name: str | None, data_dir: str | None = None,
+                train_split: str = 'train') -> list[str] | None:
+  """The class names of dataset `name` by label index, where they can be known: rs's
+  in-memory datasets, ImageNet, tfds datasets with named labels, class folders (the training
+  split's sorted folder names, as rs.data.records numbers them); None otherwise."""
+  if name is None:
+    return None
+  if name in CLASS_NAMES:
+    return list(CLASS_NAMES[name])
+  if name.split(':')[0].split('/')[0] == 'imagenet2012':
+    return imagenet_class_names()
+  if name == 'folder':
+    from rs.data import records
+    if not data_dir:
+      return None
+    try:
+      return records.FolderRecords(data_dir, train_split.split('[')[0]).classes
+    except (OSError, ValueError):  # the folder has gone or changed
+      return None
+  return tfds_label_names(name, data_dir)
 
 
 def load_array_split(name: str, split: str, data_dir: str | None = None,

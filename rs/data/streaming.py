@@ -94,6 +94,12 @@ class StreamingPipeline:
     return self.source.num_classes
 
   @property
+  def class_names(self) -> list[str] | None:
+    return self.source.class_names
+
+  native_size = None  # images of any size, center-cropped
+
+  @property
   def image_shape(self) -> tuple[int, int, int]:
     return (self.image_size, self.image_size, 3)
 

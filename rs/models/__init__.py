@@ -1,3 +1,4 @@
 """ResNet-RS networks (Flax Linen); nothing here imports training code."""
-from rs.models.registry import MODELS, STAGE_SIZES, create_model
+from rs.models import architecture
+from rs.models.registry import DTYPES, MODELS, STAGE_SIZES, create_model
 from rs.models.resnet import ResNet

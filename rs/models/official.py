@@ -25,3 +25,10 @@ RELEASED = {
     ('resnetrs350', 320): (107.4, 84.2),
     ('resnetrs420', 320): (127.9, 84.4),
 }
+
+# The resolution of the released checkpoint that timm ported for each name (timm's file names:
+# resnetrs101_i192_ema, resnetrs152_i256_ema, resnetrs350_i256_ema, ...; configs/rs*_i*.py):
+# what rs.convert's imports are evaluated at.
+TIMM_IMAGE_SIZE = {'resnetrs50': 160, 'resnetrs101': 192, 'resnetrs152': 256,
+                   'resnetrs200': 256, 'resnetrs270': 256, 'resnetrs350': 256,
+                   'resnetrs420': 320}

@@ -10,7 +10,12 @@ code or config reproduces, so rs chooses them by a stated rule:
   400: (4, 42, 83, 4), the same rule between RS-350 and RS-420 (4, 44, 87, 4); 3*133 + 2 = 401.
 Any other layout is `create_model('resnetrs50', stage_sizes=(...))`.
 """
+import jax.numpy as jnp
+
 from rs.models.resnet import ResNet
+
+# Compute dtypes by config name; parameters, BN statistics and the loss stay float32.
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 STAGE_SIZES = {
     26: (2, 2, 2, 2),
@@ -38,4 +43,6 @@ def create_model(name: str, **overrides) -> ResNet:
   """The registered network `name`, with any ResNet field overridden (width, dtype, ...)."""
   if name not in MODELS:
     raise ValueError(f'Unknown model {name!r}; registered: {", ".join(sorted(MODELS))}')
-  return ResNet(**{**MODELS[name], **overrides})
+  fields = {**MODELS[name], **overrides}
+  fields['stage_sizes'] = tuple(int(n) for n in fields['stage_sizes'])  # lists from JSON, flags
+  return ResNet(**fields)

@@ -52,7 +52,8 @@ def run_setting(config, batch, steps: int, precision: str):
   return logits, np.asarray(losses), jax.device_get(state.params)
 
 
-def compare(model: str, image_size: int, batch_size: int, steps: int) -> list[dict]:
+def compare(recipe, model: str, image_size: int, batch_size: int, steps: int) -> list[dict]:
+  """The three settings side by side; `recipe` is a training config (configs/base.py)."""
   from rs.benchmark import rs_config
   rng = np.random.default_rng(0)
   batch = {'image': photographs(image_size, batch_size),
@@ -62,7 +63,7 @@ def compare(model: str, image_size: int, batch_size: int, steps: int) -> list[di
               'bfloat16': ('bfloat16', 'default')}
   runs = {}
   for name, (dtype, precision) in settings.items():
-    config = rs_config(model, image_size, batch_size, dtype)
+    config = rs_config(recipe, model, image_size, batch_size, dtype)
     config.model.dropout_rate = 0.0  # the same function in every setting
     runs[name] = run_setting(config, batch, steps, precision)
   ref_logits, ref_losses, ref_params = runs['float32 highest']
@@ -89,11 +90,14 @@ def compare(model: str, image_size: int, batch_size: int, steps: int) -> list[di
 def main(argv):
   del argv
   f = flags.FLAGS
-  for result in compare(f.model, f.image_size, f.batch_size, f.steps):
+  for result in compare(f.config, f.model, f.image_size, f.batch_size, f.steps):
     print(json.dumps(result))
 
 
 if __name__ == '__main__':
+  from ml_collections import config_flags
+  from rs.benchmark import BASE_CONFIG
+  config_flags.DEFINE_config_file('config', BASE_CONFIG, 'The training recipe compared.')
   flags.DEFINE_string('model', 'resnetrs50', 'A registered model name.')
   flags.DEFINE_integer('image_size', 160, 'Square input resolution.')
   flags.DEFINE_integer('batch_size', 32, 'Examples per step.')

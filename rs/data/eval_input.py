@@ -1,0 +1,117 @@
+"""How an image becomes a network's evaluation input: one description, used by the eval
+pipelines, by rs.predict on image files, and stored with every set of weights (rs.weights).
+
+Two methods, as the two pipelines evaluate:
+- 'center_crop' (streamed datasets: ImageNet, tfds and class folders; timm imports): the
+  official eval crop S / (S + crop_padding) of the shorter side (or a fixed crop_fraction),
+  decoded straight from the JPEG, then TF1's bicubic resize to S x S
+  (rs.data.tf_preprocess.eval_image_from_bytes).
+- 'resize' (in-memory datasets: Fashion-MNIST): the whole image resized to S x S
+  (rs.data.preprocess.resize). A file of another size than the dataset's own (`native_size`,
+  28 for Fashion-MNIST) is first centered on a black square and resized to that size, as
+  Fashion-MNIST built its images from product photos.
+The pixels are then normalised on the device with `mean` and `std` (0..255 scale, per channel).
+"""
+import dataclasses
+
+import numpy as np
+
+METHODS = ('center_crop', 'resize')
+
+
+class ImageError(ValueError):
+  """One image cannot be read or decoded; the message says why."""
+
+
+def _one_line(error: Exception) -> str:
+  return ' '.join(str(error).split()) or type(error).__name__
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalInput:
+  image_size: int
+  channels: int
+  mean: tuple[float, ...]  # per channel, on the 0..255 scale
+  std: tuple[float, ...]
+  method: str = 'center_crop'
+  crop_padding: int = 32
+  crop_fraction: float | None = None
+  native_size: int | None = None  # 'resize': the side of the dataset's own images
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ValueError(f'eval input method {self.method!r}: use one of {METHODS}')
+    if len(self.mean) != self.channels or len(self.std) != self.channels:
+      raise ValueError(f'mean {list(self.mean)} and std {list(self.std)} need one value per '
+                       f'channel ({self.channels})')
+
+  @classmethod
+  def from_config(cls, config, channels: int, native_size: int | None = None) -> 'EvalInput':
+    """What a training config's evaluation does (data.augment 'pad_crop' holds the dataset in
+    memory and resizes; 'inception_crop' streams and center-crops)."""
+    d = config.data
+    return cls(image_size=int(d.image_size), channels=int(channels),
+               mean=tuple(float(x) for x in d.mean), std=tuple(float(x) for x in d.std),
+               method='resize' if d.augment == 'pad_crop' else 'center_crop',
+               crop_padding=int(d.get('eval_crop_padding', 32)),
+               crop_fraction=d.get('eval_crop_fraction'),
+               native_size=native_size)
+
+  def to_json(self) -> dict:
+    return {**dataclasses.asdict(self), 'mean': list(self.mean), 'std': list(self.std)}
+
+  @classmethod
+  def from_json(cls, values: dict) -> 'EvalInput':
+    return cls(**{**values, 'mean': tuple(values['mean']), 'std': tuple(values['std'])})
+
+  # Image files (rs.predict, the pseudo-labelling teacher).
+
+  def __call__(self, image_bytes: bytes) -> np.ndarray:
+    """Encoded image -> float32 (S, S, channels) on 0..255; ImageError for undecodable bytes."""
+    import tensorflow as tf
+    from rs.data import tf_preprocess
+    # A JPEG decoder may stop at a crop window before a truncation: look at the whole file.
+    if not tf_preprocess.well_formed(tf.constant(image_bytes)):
+      error = tf_preprocess.decode_error(image_bytes)
+      if error:
+        raise ImageError(error)
+    try:
+      if self.method == 'resize':
+        return self._resized(self._decode(image_bytes))
+      return tf_preprocess.eval_image_from_bytes(
+          tf.constant(image_bytes), self.image_size, self.crop_padding,
+          self.crop_fraction).numpy()
+    except tf.errors.OpError as e:
+      raise ImageError(tf_preprocess.decode_error(image_bytes) or _one_line(e.message)) from None
+
+  def read(self, path: str) -> np.ndarray:
+    """The image file at `path` as the network's input; ImageError (naming why) when unusable."""
+    try:
+      with open(path, 'rb') as f:
+        image_bytes = f.read()
+    except OSError as e:
+      raise ImageError(e.strerror or _one_line(e)) from None
+    if not image_bytes:
+      raise ImageError('empty file')
+    return self(image_bytes)
+
+  def _decode(self, image_bytes: bytes) -> np.ndarray:
+    """uint8 (H, W, channels), whatever the file holds: alpha dropped, color made gray by
+    TF's luma weights (exact on gray pixels), gray repeated for a color model."""
+    import tensorflow as tf
+    # The file's own channels: TF's GIF and BMP decoders give no grayscale.
+    image = tf.io.decode_image(image_bytes, channels=0, expand_animations=False)
+    image = image[..., :3] if image.shape[-1] >= 3 else image[..., :1]
+    if self.channels == 1 and image.shape[-1] == 3:
+      image = tf.image.rgb_to_grayscale(image)
+    return np.repeat(image.numpy(), self.channels // image.shape[-1], axis=-1)
+
+  def _resized(self, image: np.ndarray) -> np.ndarray:
+    from rs.data import preprocess
+    height, width = image.shape[:2]
+    if self.native_size and (height, width) != (self.native_size,) * 2:
+      side = max(height, width)
+      top, left = (side - height) // 2, (side - width) // 2
+      image = np.pad(image, ((top, side - height - top), (left, side - width - left), (0, 0)))
+      image = preprocess.resize(image[None], self.native_size)[0]
+    return preprocess.resize(image[None], self.image_size)[0].astype(np.float32)
