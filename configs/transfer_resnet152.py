@@ -20,7 +20,7 @@ def get_config():
   c.model.dropout_rate = 0.25
   c.data.image_size = 224
   c.data.randaugment_layers = 2
-  c.data.randaugment_magnitude = 15  # the RS rule above 160 px (rs.sweep.regularization)
+  c.data.randaugment_magnitude = 15  # the RS rule above 160 px (rs.tools.sweep.regularization)
   c.label_smoothing = 0.1
   c.optimizer.weight_decay = 4e-5
   c.optimizer.schedule = 'cosine'

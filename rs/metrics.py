@@ -39,7 +39,7 @@ def read_evals(workdir: str) -> list[dict]:
 
 def write_eval(workdir: str, step: int, epoch: float, result: dict[str, float]) -> None:
   """Adds one evaluation to workdir/eval.json (a JSON list, rewritten whole: GCS has no
-  appends), for tools that compare finished runs (rs.pareto). A re-run of a step replaces it."""
+  appends), for tools that compare finished runs (rs.tools.pareto). A re-run of a step replaces it."""
   if jax.process_index() != 0:
     return
   import tensorflow as tf

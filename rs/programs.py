@@ -1,7 +1,7 @@
 """The programs a run compiles: the config's network, its state and one jax.jit per step.
 
 Kept apart from rs.train (the loop, input, checkpoints) and free of TensorFlow, so that
-rs.benchmark times exactly the training programs next to PyTorch in one process.
+rs.tools.benchmark times exactly the training programs next to PyTorch in one process.
 """
 import functools
 from typing import Any, Callable, NamedTuple
@@ -59,7 +59,7 @@ def build_training(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, n
                    image_shape: tuple[int, ...], schedule) -> Training:
   """The model, optimizer and one jax.jit program per step, with explicit shardings on `mesh`:
   the state replicated, the batch split over the 'data' axis. The train step donates the
-  state, so its buffers are updated in place. rs.benchmark times exactly these programs."""
+  state, so its buffers are updated in place. rs.tools.benchmark times exactly these programs."""
   model = build_model(config, num_classes, mesh.size)
   tx = optim.create_optimizer(config.optimizer, schedule)
   state_sharding = sharding.replicated(mesh)

@@ -19,7 +19,7 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
 
 def logits(model, variables, images: jax.Array, mean, std) -> jax.Array:
   """float32 logits of uint8 (or 0..255 float) images in inference mode: the one forward that
-  evaluation, rs.export's serving function, rs.predict and rs.benchmark run."""
+  evaluation, rs.export's serving function, rs.predict and rs.tools.benchmark run."""
   x = normalize(images, mean, std)
   return model.apply(variables, x, train=False).astype(jnp.float32)
 

@@ -4,10 +4,10 @@ its logging, evaluation and checkpoints.
 Importable from a notebook: `train_and_evaluate(config, workdir)` runs (or resumes) a run and
 returns the final evaluation.
 
-The host waits for the device only where it must: at log points (the metrics), evaluations
-and checkpoint saves. Each such place is a `host_sync()` block; everywhere else steps are
-dispatched ahead of the device, and tests/test_train.py runs the loop with any other
-device-to-host transfer forbidden.
+The host waits for the device only where it must: when the state is set up, at log points
+(the metrics), evaluations and checkpoint saves. Each such place is a `host_sync()` block;
+everywhere else steps are dispatched ahead of the device, and tests/test_train.py runs the
+trainer with any other transfer forbidden.
 """
 import contextlib
 import dataclasses
@@ -26,9 +26,9 @@ from rs.programs import build_training
 
 
 def host_sync():
-  """A place where the host deliberately reads device values (a transfer guard may forbid
+  """A place where host and device deliberately exchange values (a transfer guard may forbid
   them elsewhere)."""
-  return jax.transfer_guard_device_to_host('allow')
+  return jax.transfer_guard('allow')
 
 
 def weight_sets(state, config) -> dict[str, dict]:
@@ -144,7 +144,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size, steps.warmup,
                                           steps.total, steps.steps_per_epoch)
   training = build_training(config, mesh, pipeline.num_classes, pipeline.image_shape, schedule)
-  rng = jax.random.key(config.seed)
 
   writer = metrics.create_writer(workdir)
   with contextlib.closing(writer), \
@@ -152,17 +151,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                config.keep_checkpoints) as ckpt, \
        preemption.StopRequest() as stop:
     # The state: the newest valid checkpoint, or a fresh one (from saved weights if asked).
-    abstract = checkpoint.abstract_like(jax.eval_shape(training.init, rng),
-                                        training.state_sharding)
-    restored = ckpt.restore_latest_valid(abstract)
-    if restored is not None:
-      state, start_step = restored
-      logging.info('Resumed from the checkpoint at step %d.', start_step)
-    else:
-      state, start_step = jax.jit(training.init, out_shardings=training.state_sharding)(rng), 0
-      if config.init_from:
-        state = start_from_weights(state, config.init_from, training.state_sharding,
-                                   config.init_skip)
+    with host_sync():  # a seed, restored arrays and their fingerprints, saved weights
+      rng = jax.random.key(config.seed)
+      abstract = checkpoint.abstract_like(jax.eval_shape(training.init, rng),
+                                          training.state_sharding)
+      restored = ckpt.restore_latest_valid(abstract)
+      if restored is not None:
+        state, start_step = restored
+        logging.info('Resumed from the checkpoint at step %d.', start_step)
+      else:
+        state = jax.jit(training.init, out_shardings=training.state_sharding)(rng)
+        start_step = 0
+        if config.init_from:
+          state = start_from_weights(state, config.init_from, training.state_sharding,
+                                     config.init_skip)
 
     if start_step >= steps.total:  # a finished workdir: report its evaluation
       result = evaluate(training.eval_fn, weight_sets(state, config), pipeline, mesh)
@@ -197,10 +199,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if step % steps.eval_every == 0 or step == steps.total:
         # Steps are dispatched ahead of the device: finish them first, or their time would be
         # counted as eval time and left out of steps/s (which then came out up to 3x too high).
-        jax.block_until_ready(state)
-        start = time.monotonic()
-        with throughput.report.timed('eval'):
-          result = evaluate(training.eval_fn, weight_sets(state, config), pipeline, mesh)
+        with host_sync():  # clu's timer waits for the device too
+          jax.block_until_ready(state)
+          start = time.monotonic()
+          with throughput.report.timed('eval'):
+            result = evaluate(training.eval_fn, weight_sets(state, config), pipeline, mesh)
         throughput.paused(time.monotonic() - start)
         writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
         metrics.log_line('eval', step, result)

@@ -19,7 +19,7 @@ echo "# $(date -u +%F) on $host" | tee -a "$out/README.txt"
 if [ "$what" = all ] || [ "$what" = train ]; then
   for dtype in float32 bfloat16; do
     # One rs contender on one CPU device and one on a device per core, side by side.
-    $PY -m rs.benchmark --model=resnetrs50 --image_size=160 --batch_size=32 --dtype=$dtype \
+    $PY -m rs.tools.benchmark --model=resnetrs50 --image_size=160 --batch_size=32 --dtype=$dtype \
         --devices=1,$(nproc) --compare=timm --json | tee "$out/rs50_i160_b32_$dtype.jsonl"
   done
 fi
@@ -53,10 +53,10 @@ if [ "$what" = gpu ]; then
   export XLA_PYTHON_CLIENT_PREALLOCATE=false
   $PY -m rs.tools.precision --model=resnetrs50 --image_size=160 --batch_size=32 --steps=10 \
       | tee "$out/gpu_precision_rs50_i160.jsonl"
-  $PY -m rs.benchmark --model=resnetrs50 --image_size=160 --batch_size=256 --dtype=bfloat16 \
+  $PY -m rs.tools.benchmark --model=resnetrs50 --image_size=160 --batch_size=256 --dtype=bfloat16 \
       --compare=timm --linear_probe --steps=10 --rounds=3 --json \
       | tee "$out/gpu_resnetrs50_i160_bf16.jsonl"
-  $PY -m rs.benchmark --model=resnetrs350 --image_size=256 --batch_size=64 --dtype=bfloat16 \
+  $PY -m rs.tools.benchmark --model=resnetrs350 --image_size=256 --batch_size=64 --dtype=bfloat16 \
       --compare=timm --timm_modes="${RS350_TIMM_MODES:-eager,compiled}" --steps=10 --rounds=3 \
       --json | tee "$out/gpu_resnetrs350_i256_bf16.jsonl"
 fi
@@ -67,7 +67,7 @@ if [ "$what" = all ] || [ "$what" = input ]; then
     $PY -m rs.tools.photo_dataset --format=folder --out="$data" --num_classes=16 --per_class=32
   fi
   for config in rs50_i160 rs350_i256; do
-    $PY -m rs.bench_input --config=configs/$config.py --data="$data" --json \
+    $PY -m rs.tools.bench_input --config=configs/$config.py --data="$data" --json \
         | tee "$out/input_$config.jsonl"
   done
 fi

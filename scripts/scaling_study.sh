@@ -37,7 +37,7 @@ keep_results() {
 trap keep_results EXIT
 BENCH=${BENCH---benchmark}  # BENCH= (set, empty) trains only (benchmark later, on a quiet machine)
 sweep() {
-  $PY -m rs.sweep --config=configs/fashion_mnist.py --regularize=false --num_classes=10 \
+  $PY -m rs.tools.sweep --config=configs/fashion_mnist.py --regularize=false --num_classes=10 \
       --config.data.train_split='train[:6000]' --config.warmup_epochs=0.25 \
       --config.eval_every_epochs=2 --config.checkpoint_every_steps=100000 "$@"
 }
@@ -49,4 +49,4 @@ for seed in $SEEDED; do
   sweep --out="${OUT}_seed$seed" --widths=0.125 --depths=26,50,101 --resolutions=24 \
       --epochs=4 --config.seed=$seed
 done
-$PY -m rs.pareto --runs="$OUT" --out=docs/scaling
+$PY -m rs.tools.pareto --runs="$OUT" --out=docs/scaling

@@ -1,8 +1,8 @@
-"""rs.benchmark: what it reports, checked against independent figures.
+"""rs.tools.benchmark: what it reports, checked against independent figures.
 
 The speed figures themselves are measurements, not test assertions (docs/performance.md);
 these tests check that the tool measures the right programs and computes its numbers right:
-parameter counts against the official ones and timm's, FLOPs against rs.summary, memory
+parameter counts against the official ones and timm's, FLOPs against rs.tools.summary, memory
 against the size of the state the train step must hold, ratios against their parts.
 """
 import json
@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from configs import base
-from rs import benchmark, summary
+from rs.tools import benchmark, summary
 from rs.models import official
 
 pytest.importorskip('timm')
@@ -33,7 +33,7 @@ def test_rs50_against_timm_eager_at_a_small_size():
                           devices=1)
   model = _by(results, 'model')
   assert model['params'] == official.PARAMS['resnetrs50'] == 35_691_912
-  # The forward FLOPs are rs.summary's count at this resolution.
+  # The forward FLOPs are rs.tools.summary's count at this resolution.
   assert model['gflops_forward'] == pytest.approx(
       summary.summarize('resnetrs50', 32, compiled=False)['gflops'])
   assert _by(results, 'matmul_peak')['gflops_per_sec'] > 0
@@ -74,7 +74,7 @@ def test_median_step_times_alternates_and_takes_medians():
 def test_cli_benchmarks_a_config_and_prints_one_json_object_per_measurement():
   """The embedded default's config through the command line, batch shrunk."""
   out = subprocess.run(
-      [sys.executable, '-m', 'rs.benchmark', '--config=configs/fashion_mnist.py',
+      [sys.executable, '-m', 'rs.tools.benchmark', '--config=configs/fashion_mnist.py',
        '--config.batch_size=4', '--num_classes=10', '--steps=1', '--rounds=1', '--json',
        '--devices=1'], capture_output=True, text=True, check=True, timeout=300).stdout
   results = [json.loads(line) for line in out.splitlines()]
@@ -92,7 +92,7 @@ def test_cli_times_several_device_counts_side_by_side():
   (XLA_FLAGS unset), times one rs contender per count, and each ratio is its parts' quotient."""
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   out = subprocess.run(
-      [sys.executable, '-m', 'rs.benchmark', '--config=configs/tiny.py', '--num_classes=10',
+      [sys.executable, '-m', 'rs.tools.benchmark', '--config=configs/tiny.py', '--num_classes=10',
        '--config.batch_size=4', '--steps=1', '--rounds=1', '--json', '--devices=1,2',
        '--kinds=train'], capture_output=True, text=True, check=True, timeout=300,
       env=env).stdout
@@ -112,7 +112,7 @@ def test_cli_times_several_device_counts_side_by_side():
     (['--compare=timm', '--width_multiplier=0.5'], 'released architecture'),
 ])
 def test_cli_rejects_bad_flags_in_one_line(flags, message):
-  proc = subprocess.run([sys.executable, '-m', 'rs.benchmark', *flags],
+  proc = subprocess.run([sys.executable, '-m', 'rs.tools.benchmark', *flags],
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0
   assert message in proc.stderr

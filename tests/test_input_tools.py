@@ -1,4 +1,4 @@
-"""rs.tools.show_augment and rs.bench_input on a folder of real photographs."""
+"""rs.tools.show_augment and rs.tools.bench_input on a folder of real photographs."""
 import json
 import os
 import subprocess
@@ -58,7 +58,7 @@ def test_show_augment_writes_the_pipelines_first_images(photos, tmp_path):
 
 
 def test_bench_input_measures_both_pipelines_on_the_same_files(photos):
-  from rs import bench_input
+  from rs.tools import bench_input
   config = rs_config(photos)
   paths, labels = bench_input.records.FolderRecords(photos).files('train')
   plain = next(iter(bench_input.plain_dataset(paths, labels, config.data, 4, 2)))
@@ -66,7 +66,7 @@ def test_bench_input_measures_both_pipelines_on_the_same_files(photos):
   for batch in (plain, ours):
     assert batch['image'].shape == (4, 24, 24, 3) and batch['image'].dtype.name == 'uint8'
     assert set(batch['label'].numpy()) <= set(labels)
-  result = subprocess.run([sys.executable, '-m', 'rs.bench_input',
+  result = subprocess.run([sys.executable, '-m', 'rs.tools.bench_input',
                            '--config=configs/rs50_i160.py', f'--data={photos}',
                            '--batch_size=4', '--batches=2', '--rounds=2', '--threads=2',
                            '--json'], cwd=ROOT, check=True, capture_output=True, text=True)

@@ -195,9 +195,9 @@ def test_distort_fast_equals_plain_over_many_seeds(magnitude):
 
 
 def test_bench_input_cond_chain_is_the_same_randaugment():
-  """rs.bench_input's baseline dispatches with 16 tf.conds per layer (the official way); with
+  """rs.tools.bench_input's baseline dispatches with 16 tf.conds per layer (the official way); with
   the same op table it gives the very images of `distort`'s one tf.switch_case per layer."""
-  from rs import bench_input
+  from rs.tools import bench_input
   image = tf.constant(IMAGES['chelsea'])
   for s in range(12):
     seed = tf.constant([s, 3], tf.int64)

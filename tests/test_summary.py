@@ -1,4 +1,4 @@
-"""rs.summary: parameters and forward FLOPs against the official figures."""
+"""rs.tools.summary: parameters and forward FLOPs against the official figures."""
 import json
 import os
 import subprocess
@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from rs import summary
+from rs.tools import summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_rs50_at_160_cli_json():
-  out = subprocess.run([sys.executable, '-m', 'rs.summary', '--model=resnetrs50',
+  out = subprocess.run([sys.executable, '-m', 'rs.tools.summary', '--model=resnetrs50',
                         '--image_size=160', '--json'], cwd=ROOT, capture_output=True, text=True,
                        check=True)
   s = json.loads(out.stdout.strip().splitlines()[-1])
@@ -29,7 +29,7 @@ def test_flops_conventions_match_analytic_counts():
 
 
 def test_models_doc_shows_every_released_variant_at_official_counts():
-  """docs/models.md (written by `python -m rs.summary --released`): every released variant,
+  """docs/models.md (written by `python -m rs.tools.summary --released`): every released variant,
   exactly the official parameter count and within 3% of the official GFLOPs."""
   from rs.models import official
   rows = [line.split('|')[1:-1] for line in open(os.path.join(ROOT, 'docs', 'models.md'))

@@ -1,4 +1,4 @@
-"""rs.sweep (the scaling grid and its launcher) and rs.pareto (the plots of finished runs)."""
+"""rs.tools.sweep (the scaling grid and its launcher) and rs.tools.pareto (the plots of finished runs)."""
 import importlib
 import json
 import os
@@ -9,7 +9,8 @@ import sys
 import jax
 import pytest
 
-from rs import metrics, pareto, sharding, sweep, train
+from rs import metrics, sharding, train
+from rs.tools import pareto, sweep
 
 
 def test_grid_expands_to_every_point_with_its_network(tiny):
@@ -69,7 +70,7 @@ def test_frontier_keeps_the_runs_nothing_beats():
 def test_mini_sweep_trains_benchmarks_and_plots(tiny, tmp_path, monkeypatch):
   """One point of the grid, the tiny network on Fashion-MNIST (6 steps), trained, benchmarked
   (train step only, one timed step: this checks the plumbing, not the speed), run again (it is
-  skipped), then rs.pareto through its command line (the frontier itself: test_frontier_*)."""
+  skipped), then rs.tools.pareto through its command line (the frontier itself: test_frontier_*)."""
   out = str(tmp_path / 'sweep')
   epochs = 6 * 32 / 60_000  # 6 steps of 32 images
   points = sweep.expand(tiny(), (0.125,), (26,), (24,), (epochs,), regularize=False)
@@ -93,7 +94,7 @@ def test_mini_sweep_trains_benchmarks_and_plots(tiny, tmp_path, monkeypatch):
   sweep.run(points, out, benchmark=True, num_classes=10, mesh=one_device)
 
   figures = str(tmp_path / 'figures')
-  proc = subprocess.run([sys.executable, '-m', 'rs.pareto', f'--runs={out}', f'--out={figures}'],
+  proc = subprocess.run([sys.executable, '-m', 'rs.tools.pareto', f'--runs={out}', f'--out={figures}'],
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   for name in ('accuracy_vs_latency.png', 'accuracy_vs_memory.png', 'error_vs_flops.png',

@@ -39,7 +39,7 @@ def test_run_evaluates_whole_split_and_logs(eight_device_run):
     assert metrics.read_scalars(workdir, tag), tag
   assert os.path.exists(os.path.join(workdir, 'config.json'))
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
-  # eval.json (for rs.pareto): the one evaluation, at step 6, equal to the returned result.
+  # eval.json (for rs.tools.pareto): the one evaluation, at step 6, equal to the returned result.
   (saved,) = metrics.read_evals(workdir)
   assert saved['step'] == 6 and saved['epoch'] == pytest.approx(6 * 32 / 60_000)
   assert {k: saved[k] for k in result} == pytest.approx(result)
@@ -95,3 +95,53 @@ def test_checkpoint_round_trip_is_exact(eight_device_run, tmp_path):
 def test_indivisible_batch_is_a_clear_error(tmp_path, tiny):
   with pytest.raises(ValueError, match='batch_size=30 does not divide over 8 devices'):
     train.train_and_evaluate(tiny(batch_size=30), str(tmp_path))
+
+
+def test_the_loop_reads_device_values_only_at_log_eval_and_save_points(tmp_path, tiny,
+                                                                       monkeypatch):
+  """The training thread reads a device value only inside rs.train's host_sync() blocks (the
+  metrics at log points, evaluations, checkpoint saves and restores): steps are never waited
+  for on the host's behalf. Two guards: JAX's transfer guard forbids implicit transfers (on
+  accelerators both ways; XLA:CPU enforces only host-to-device, e.g. a Python number passed
+  to the step each time), and every host read of a jax.Array's value from this thread outside
+  host_sync() fails (the CPU's zero-copy reads included). Logging every 3 steps and saving
+  every 4 leaves steps that pass no such point; the second run resumes from a checkpoint."""
+  import contextlib
+  import threading
+  from jax._src import array as jax_array
+  inside = []
+
+  @contextlib.contextmanager
+  def counted_host_sync():
+    inside.append(True)
+    try:
+      with jax.transfer_guard('allow'):
+        yield
+    finally:
+      inside.pop()
+
+  read = jax_array.ArrayImpl._value.fget
+  reads = []
+
+  def guarded(array):
+    if threading.current_thread() is threading.main_thread():
+      assert inside, 'a device value was read on the host outside host_sync()'
+      reads.append(1)
+    return read(array)
+
+  monkeypatch.setattr(train, 'host_sync', counted_host_sync)
+  monkeypatch.setattr(jax_array.ArrayImpl, '_value', property(guarded))
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  run = lambda steps: train.train_and_evaluate(
+      tiny(train_steps=steps, log_every_steps=3, checkpoint_every_steps=4, eval_every_steps=6),
+      str(tmp_path), mesh=mesh)
+  with jax.transfer_guard('disallow'):
+    first, resumed = run(5), run(6)
+  assert first['num_examples'] == resumed['num_examples'] == 500
+  assert reads  # the guard saw the sanctioned reads
+  monkeypatch.undo()
+  assert sorted(metrics.read_scalars(str(tmp_path), 'train/loss')) == [3, 5, 6]
+  # Either guard fails a read outside host_sync (here: of a fresh array on this thread).
+  monkeypatch.setattr(jax_array.ArrayImpl, '_value', property(guarded))
+  with pytest.raises(AssertionError, match='outside host_sync'):
+    float(jax.numpy.ones(3).sum())

@@ -8,7 +8,7 @@ as rs first wrote them. They serve twice:
   rs.data.randaugment gives bit-identical uint8 outputs (tests/test_randaugment_fast.py;
   Sharpness within ceil(|1 - factor|) levels, 2 at M = 15: the fast one is exact, this
   one's rounding varies by CPU and the blend scales it);
-* as the "plain" RandAugment of the rs.bench_input baseline (a straightforward tf.data port).
+* as the "plain" RandAugment of the rs.tools.bench_input baseline (a straightforward tf.data port).
 
 `OP_FUNCTIONS` is rs.data.randaugment's op table with these versions swapped in (Invert,
 Color, ShearX and ShearY have a single formulation, shared); pass it as `ops=` to

@@ -119,7 +119,7 @@ class ConvBN(nn.Module):
     padding = fixed_padding(self.kernel_size)
     if self.explicit_padding and self.kernel_size > 1:
       # TF1's own form: pad, then a VALID conv. Same numbers; XLA's cost analysis then counts
-      # the padded taps too, which is the paper's FLOP convention (see rs/summary.py).
+      # the padded taps too, which is the paper's FLOP convention (see rs/tools/summary.py).
       x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
       padding = 'VALID'
     x = self.conv(self.features, (self.kernel_size, self.kernel_size),

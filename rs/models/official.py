@@ -1,6 +1,6 @@
 """The official figures of the released ResNet-RS checkpoints (facts sheet sections 3.1, 3.3).
 
-Reference data, used by rs.summary's table (docs/models.md) and the tests: trainable
+Reference data, used by rs.tools.summary's table (docs/models.md) and the tests: trainable
 parameters with 1000 classes (equal in the TF1 code, timm and rs), forward GFLOPs per image at
 the released resolution (2 x multiply-accumulates, every conv tap counted; the paper's 4.6 for
 RS-50@160 and ~128 for RS-420@320 agree), and the README's ImageNet top-1.

@@ -46,7 +46,7 @@ class ResNet(nn.Module):
   bn_group_size: int | None = None
   dtype: Any = jnp.float32
   # Pad with jnp.pad before VALID convs (TF1's form) instead of padding inside the conv. Same
-  # numbers; rs.summary uses it so XLA counts padded taps, the paper's FLOP convention.
+  # numbers; rs.tools.summary uses it so XLA counts padded taps, the paper's FLOP convention.
   explicit_padding: bool = False
   # How convolutions are lowered (rs/models/convolution.py): 'native' XLA convolutions,
   # 'pointwise' (1x1 as matmuls; faster on XLA:CPU), 'matmul' (also stride 2 as

@@ -14,7 +14,7 @@ in rounding drift apart like two seeds, and single log points then differ by 5-1
 The tolerance is --loss_rtol, or, with --reference (the baseline's own setting run with another
 seed), the mean difference of that run: a faster setting then passes when it is no further from
 the baseline than chance is. Speed is the runs' own logged images/s (median over the log
-points), for a first look; rs.benchmark measures speed side by side.
+points), for a first look; rs.tools.benchmark measures speed side by side.
 Exit status 1 when a run fails, so scripts can stop on it.
 """
 import dataclasses

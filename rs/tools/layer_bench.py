@@ -7,7 +7,7 @@ first block of each stage; later blocks repeat those shapes) is timed alone: the
 and forward + backward (gradients of input and kernel, as training needs). JAX runs
 `lax.conv_general_dilated` (NHWC, HWIO, as rs's `conv_lowering='native'`) and, for 1x1 kernels,
 the matmul form rs uses on CPU; PyTorch runs `conv2d` in channels-last. Medians of --repeats
-calls after warm-up, contenders alternating. This is where rs.benchmark's train-step gap comes
+calls after warm-up, contenders alternating. This is where rs.tools.benchmark's train-step gap comes
 from, layer by layer (docs/performance.md).
 """
 import json
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from rs import benchmark
+from rs.tools import benchmark
 
 
 def rs50_convs(image_size: int) -> list[tuple[str, int, int, int, int, int]]:

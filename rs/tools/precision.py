@@ -54,7 +54,7 @@ def run_setting(config, batch, steps: int, precision: str):
 
 def compare(recipe, model: str, image_size: int, batch_size: int, steps: int) -> list[dict]:
   """The three settings side by side; `recipe` is a training config (configs/base.py)."""
-  from rs.benchmark import rs_config
+  from rs.tools.benchmark import rs_config
   rng = np.random.default_rng(0)
   batch = {'image': photographs(image_size, batch_size),
            'label': rng.integers(0, 1000, batch_size).astype(np.int32)}
@@ -96,7 +96,7 @@ def main(argv):
 
 if __name__ == '__main__':
   from ml_collections import config_flags
-  from rs.benchmark import BASE_CONFIG
+  from rs.tools.benchmark import BASE_CONFIG
   config_flags.DEFINE_config_file('config', BASE_CONFIG, 'The training recipe compared.')
   flags.DEFINE_string('model', 'resnetrs50', 'A registered model name.')
   flags.DEFINE_integer('image_size', 160, 'Square input resolution.')

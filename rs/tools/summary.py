@@ -1,4 +1,4 @@
-"""Parameters and FLOPs of a model: `python -m rs.summary --model=resnetrs50 --image_size=160`.
+"""Parameters and FLOPs of a model: `python -m rs.tools.summary --model=resnetrs50 --image_size=160`.
 
 FLOPs are XLA's count (HloCostAnalysis) of the forward pass of one image, in inference mode,
 in two conventions:

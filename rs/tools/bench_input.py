@@ -1,7 +1,7 @@
 """Host input throughput: rs's training preprocessing vs a plain tf.data pipeline, same run.
 
   python -m rs.tools.photo_dataset --format=folder --out=/tmp/photos --per_class=64
-  python -m rs.bench_input --config=configs/rs50_i160.py --data=/tmp/photos
+  python -m rs.tools.bench_input --config=configs/rs50_i160.py --data=/tmp/photos
 
 Both pipelines read the same JPEG files (DIR/train/CLASS/*.jpg) and apply the official
 training steps in the official order: inception crop (same sampling parameters, centre crop

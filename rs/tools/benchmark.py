@@ -1,17 +1,17 @@
 """Training and inference speed of a ResNet-RS, side by side with timm's, in one process.
 
-  python -m rs.benchmark --model=resnetrs50 --image_size=160 --batch_size=32 \
+  python -m rs.tools.benchmark --model=resnetrs50 --image_size=160 --batch_size=32 \
       [--dtype=bfloat16] [--compare=timm] [--json]
-  python -m rs.benchmark --config=configs/fashion_mnist.py     # what a config trains
+  python -m rs.tools.benchmark --config=configs/fashion_mnist.py     # what a config trains
 
 What is timed is what rs.train runs: the same jax.jit train step (forward, backward, SGD,
 BN statistics, EMA, metrics; state donated) built by rs.programs from configs/base.py with
 the model, size, batch and dtype given; inference is the jitted forward in eval mode. Inputs
 are random uint8 images already on the device, so only the device's work is timed (the input
-pipeline has its own benchmark, rs.bench_input).
+pipeline has its own benchmark, rs.tools.bench_input).
 
 Measurements (one JSON object each with --json):
-- model: trainable params, forward GFLOPs per image (rs.summary's convention, the paper's);
+- model: trainable params, forward GFLOPs per image (rs.tools.summary's convention, the paper's);
 - matmul_peak: a large matmul in the run's dtype (bf16 x bf16 -> f32 for bfloat16) on the
   same device, the yardstick for utilisation;
 - rs/train, rs/inference: compile seconds, median step time over the timed steps, images/s,
@@ -42,15 +42,16 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from rs import memory, optim, programs, sharding, step as step_lib, summary
+from rs import memory, optim, programs, sharding, step as step_lib
+from rs.tools import summary
 from rs.models import DTYPES, MODELS, architecture
 
 TIMM_MODES = ('eager', 'compiled')
 
 
 # The paper's recipe, read by path as rs.main reads --config (configs/ installs beside rs).
-BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           'configs', 'base.py')
+BASE_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'configs',
+                           'base.py')
 
 
 def rs_config(recipe, model: str, image_size: int, batch_size: int, dtype: str,

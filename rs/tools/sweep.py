@@ -1,13 +1,13 @@
 """The scaling study (paper section 6): a grid of widths x depths x resolutions x epochs, as
 runnable configs, and a launcher that trains and benchmarks any subset, one after another.
 
-  python -m rs.sweep --config=configs/fashion_mnist.py --out=runs/scaling \
+  python -m rs.tools.sweep --config=configs/fashion_mnist.py --out=runs/scaling \
       --widths=0.25,0.5,1 --depths=26,50,101 --resolutions=28,32 --epochs=2,8 [--only=GLOB]
       [--benchmark] [--dry_run]
 
 Each point gets its own workdir OUT/NAME (NAME = w{width}_d{depth}_r{resolution}_e{epochs}),
 so an interrupted sweep resumes where it stopped (finished runs only report their evaluation)
-and rs.pareto reads the results: python -m rs.pareto --runs=OUT --out=docs/scaling.
+and rs.tools.pareto reads the results: python -m rs.tools.pareto --runs=OUT --out=docs/scaling.
 
 The paper's grid (`PAPER_GRID`) is the default. Regularisation grows with the model as in the
 released configs (facts sheet 2.1), the only public statement of the paper's rule:
@@ -92,8 +92,8 @@ def expand(base, widths, depths, resolutions, epochs, only: str = '*',
 def run(points, out: str, benchmark: bool = False, num_classes: int | None = None, mesh=None,
         **benchmark_options) -> None:
   """Trains each config in OUT/NAME (resuming or skipping finished ones) on `mesh` (default
-  all devices) and, with `benchmark`, writes OUT/NAME/benchmark.jsonl from rs.benchmark at the
-  config's batch (`benchmark_options`: rs.benchmark.run's steps, rounds, kinds)."""
+  all devices) and, with `benchmark`, writes OUT/NAME/benchmark.jsonl from rs.tools.benchmark at the
+  config's batch (`benchmark_options`: rs.tools.benchmark.run's steps, rounds, kinds)."""
   from rs import train
   for i, (point, config) in enumerate(points):
     workdir = os.path.join(out, point.name)
@@ -116,10 +116,10 @@ def finished(workdir: str, point: Point) -> bool:
 
 def write_benchmark(config, workdir: str, num_classes: int | None = None,
                     **options) -> list[dict]:
-  """rs.benchmark's measurements of the config's train and inference steps on one device,
+  """rs.tools.benchmark's measurements of the config's train and inference steps on one device,
   into workdir/benchmark.jsonl (kept if already there)."""
   import tensorflow as tf
-  from rs import benchmark
+  from rs.tools import benchmark
   path = os.path.join(workdir, 'benchmark.jsonl')
   if tf.io.gfile.exists(path):
     with tf.io.gfile.GFile(path) as f:

@@ -1,10 +1,10 @@
 """Speed/accuracy Pareto plots of finished runs (the paper's figures 2-4 in kind).
 
-  python -m rs.pareto --runs=runs/scaling --out=docs/scaling
+  python -m rs.tools.pareto --runs=runs/scaling --out=docs/scaling
 
---runs: workdirs, or directories holding workdirs (rs.sweep's OUT). From each workdir it reads
+--runs: workdirs, or directories holding workdirs (rs.tools.sweep's OUT). From each workdir it reads
 config.json (the network and its training), eval.json (the last evaluation; top-1 of the EMA
-weights where the run kept an EMA, else of the raw ones) and benchmark.jsonl (rs.benchmark:
+weights where the run kept an EMA, else of the raw ones) and benchmark.jsonl (rs.tools.benchmark:
 training-step latency and memory, FLOPs, params); runs lacking either file are listed and
 skipped. It writes to --out:
   accuracy_vs_latency.png  top-1 against training-step time per image, the Pareto frontier of
@@ -247,7 +247,7 @@ def main(argv):
     print(f'skipped (no eval.json or benchmark.jsonl yet): {workdir}')
   if not runs:
     raise app.UsageError(f'no finished, benchmarked runs under {", ".join(f.runs)}: run '
-                         'rs.sweep with --benchmark first')
+                         'rs.tools.sweep with --benchmark first')
   mark_frontier(runs)
   paths = plot(runs, f.out)
   with tf.io.gfile.GFile(os.path.join(f.out, 'pareto.md'), 'w') as out:
