@@ -8,6 +8,7 @@ from etils import epath
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from rs.errors import one_line
 from rs.state import path_name
 
 
@@ -159,7 +160,7 @@ class Checkpointer:
         target = abstract_state(step) if callable(abstract_state) else abstract_state
         state = self.restore(target, step)
       except Exception as e:  # orbax/tensorstore raise many types for damaged files
-        reason = ' '.join(str(e).split())[:200]
+        reason = one_line(e)
         logging.error('The checkpoint at step %d in %s is unreadable: %s: %s', step,
                       self.directory, type(e).__name__, reason)
         failures.append(step)

@@ -22,19 +22,19 @@ The workdir is only read: a checkpoint that fails to restore is skipped, never r
 import dataclasses
 import functools
 import json
+import logging
 import sys
 import uuid
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags
-from absl import logging as absl_logging
 from etils import epath
 
-from rs import checkpoint, step as step_lib, validate, weights as weights_lib
+from rs import checkpoint, logs, rundir, step as step_lib, weights as weights_lib
 from rs.data import sources
+from rs.errors import one_line
 
 WEIGHTS = ('ema', 'raw')
 # Where the serving artifact may run: lowered for each, chosen when it is called.
@@ -50,14 +50,6 @@ def _path(path: str) -> epath.Path:
   return epath.Path(checkpoint.absolute(path))
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The run's resolved config, as rs.metrics.write_config saved it."""
-  path = _path(workdir) / 'config.json'
-  if not path.exists():
-    raise ExportError(f'{path} does not exist: --workdir must be a directory written by rs.main')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
 def _one_device() -> jax.sharding.Sharding:
   return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
@@ -66,8 +58,8 @@ def restore_state(workdir: str, step: int | None = None) -> tuple[dict, int]:
   """(state as nested dicts on one device, step): the newest checkpoint that restores and
   matches its fingerprint, or exactly `step`. Nothing in the workdir is changed (the run may
   still be training there)."""
-  directory = f'{workdir}/checkpoints'
-  if not validate.has_checkpoint(workdir):
+  directory = rundir.checkpoints(workdir)
+  if not rundir.has_checkpoint(workdir):
     raise ExportError(f'no checkpoint in {directory}: train first')
   ckpt = checkpoint.Checkpointer(directory, read_only=True)
   try:
@@ -115,8 +107,7 @@ def _check_writable(out: str) -> None:
   except ExportError:
     raise
   except Exception as e:  # OSError locally; tf.errors or fsspec's on gs://
-    raise ExportError(f'cannot write --out={out}: {type(e).__name__}: '
-                      f'{" ".join(str(e).split())[:200]}') from None
+    raise ExportError(f'cannot write --out={out}: {type(e).__name__}: {one_line(e)}') from None
 
 
 def export(workdir: str, out: str, weights: str = 'ema', serving: bool = False,
@@ -126,7 +117,10 @@ def export(workdir: str, out: str, weights: str = 'ema', serving: bool = False,
   a TF SavedModel of it; returns the description written (model.json)."""
   if weights not in WEIGHTS:
     raise ExportError(f'weights={weights!r}: use one of {WEIGHTS}')
-  config = read_config(workdir)
+  try:
+    config = rundir.read_config(workdir)
+  except (FileNotFoundError, ValueError) as e:
+    raise ExportError(f'--workdir={workdir}: {e}') from None
   _check_writable(out)  # before the restore, which can take minutes for a large run
   state, step = restore_state(workdir, step)
   prefix = 'ema_' if weights == 'ema' else ''
@@ -251,7 +245,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
-  absl_logging.set_verbosity(absl_logging.ERROR)  # orbax logs each step of a save and restore
+  logs.quiet_library_logs(logging.ERROR)  # orbax logs each step of a save and restore
   try:
     description = export(f.workdir, f.out, f.weights, f.serving, f.step, f.saved_model)
   except (ExportError, weights_lib.WeightsError, FileNotFoundError,

@@ -33,9 +33,9 @@ def on_cloud_tpu_vm() -> bool:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from rs import checkpoint, metrics, sharding, train, validate
+  from rs import checkpoint, logs, sharding, train, validate
   sharding.request_cpu_devices(flags.FLAGS.cpu_devices)  # before JAX starts its backends
-  metrics.quiet_library_logs()
+  logs.quiet_library_logs()
   # TensorFlow only feeds data here: keep it off any accelerator JAX wants.
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')

@@ -31,14 +31,15 @@ tinca', ...; rs.export the run's dataset's); else 'class 7'.
 """
 import dataclasses
 import json
+import logging
 import os
 import sys
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
-from rs import step as step_lib, weights
+from rs import logs, step as step_lib, weights
 from rs.data.eval_input import ImageError
 
 TOP = 5
@@ -128,8 +129,7 @@ def main(argv):
   paths = argv[1:]
   if not f.checkpoint or not paths:
     raise app.UsageError('give --checkpoint=DIR and one or more image files')
-  if not f['verbosity'].present:  # orbax logs each restore at INFO
-    logging.set_verbosity(logging.WARNING)
+  logs.quiet_library_logs(logging.ERROR)  # orbax logs each restore
   tf = _import_tensorflow_quietly()
   tf.config.set_visible_devices([], 'GPU')
   tf.get_logger().setLevel('ERROR')  # resize_bicubic's deprecation notice

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from rs import checkpoint, memory, metrics, optim, preemption, sharding, transfer, validate
+from rs import checkpoint, memory, metrics, optim, preemption, rundir, sharding, transfer
+from rs import validate
 from rs import weights as weights_lib
 from rs.data import pipeline as pipeline_lib
 from rs.programs import build_training
@@ -134,7 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     pipeline = pipeline_lib.create_pipeline(config)
     steps = Schedule.of(config, pipeline.steps_per_epoch)  # streamed: counts the split
     validate.check_durations(config, pipeline.steps_per_epoch)
-  metrics.write_config(workdir, config)
+  rundir.write_config(workdir, config)
   if jax.process_index() == 0:
     weights_lib.write_description(workdir, describe(config, pipeline))
   logging.info('%d devices, %d hosts; %.1f steps per epoch; %d steps in all.',
@@ -147,7 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   writer = metrics.create_writer(workdir)
   with contextlib.closing(writer), \
-       checkpoint.Checkpointer(f'{workdir}/checkpoints', config.checkpoint_every_steps,
+       checkpoint.Checkpointer(rundir.checkpoints(workdir), config.checkpoint_every_steps,
                                config.keep_checkpoints) as ckpt, \
        preemption.StopRequest() as stop:
     # The state: the newest valid checkpoint, or a fresh one (from saved weights if asked).
@@ -207,7 +208,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         throughput.paused(time.monotonic() - start)
         writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
         metrics.log_line('eval', step, result)
-        metrics.write_eval(workdir, step, step / steps.steps_per_epoch, result)
+        rundir.write_eval(workdir, step, step / steps.steps_per_epoch, result)
 
       stopping = stop.signal_name is not None or ckpt.reached_preemption(step)
       if stopping or step == steps.total or ckpt.should_save(step):

@@ -5,14 +5,16 @@ and exits non-zero, leaving the workdir as it was.
 """
 import contextlib
 import difflib
-import json
 import numbers
 import os
 import re
 import uuid
 
-from rs import models, optim, sharding, transfer
+from etils import epath
+
+from rs import models, optim, rundir, sharding, transfer
 from rs.data import sources
+from rs.errors import one_line
 from rs.models import architecture, convolution, registry, resnet
 
 
@@ -73,7 +75,7 @@ def data_errors():
   except ConfigError:
     raise
   except (FileNotFoundError, ValueError) as e:
-    raise ConfigError(' '.join(str(e).split())) from e  # one line, however it was written
+    raise ConfigError(one_line(e, limit=None)) from e  # one line, however it was written
 
 
 def _fail(field: str, value, fix: str):
@@ -166,13 +168,9 @@ def _check_numbers(config) -> None:
       _fail(field, value, f'set --config.{field} to {what}')
 
 
-# What rs.data.pipeline.create_pipeline builds: streamed (tf.data) or in memory.
-AUGMENTS = ('inception_crop', 'pad_crop')
-
-
 def _choices() -> tuple:
   """(field, allowed values, may be None): fields that name one of a few options."""
-  from rs.data import bad_images, randaugment, tf_preprocess  # TensorFlow: only when checking
+  from rs.data import bad_images, pipeline, randaugment, tf_preprocess  # TensorFlow: only here
   return (
       ('dtype', tuple(models.DTYPES), False),
       ('model.stem', resnet.STEM_TYPES, True),
@@ -180,7 +178,7 @@ def _choices() -> tuple:
       ('model.conv_lowering', convolution.LOWERINGS, False),
       ('optimizer.schedule', ('cosine', 'step'), False),
       ('on_nonfinite', ('stop', 'skip'), False),
-      ('data.augment', AUGMENTS, False),
+      ('data.augment', pipeline.AUGMENTS, False),
       ('data.bad_images', bad_images.BAD_IMAGE_MODES, False),
       ('data.resize_method', tf_preprocess.RESIZE_METHODS, False),
       ('data.randaugment_contrast_mean', randaugment.CONTRAST_MEANS, False),
@@ -251,7 +249,7 @@ def _check_init(config) -> None:
     if not init_from:
       _fail('init_from', init_from, 'set --config.init_from to a weights directory written by '
             'rs.export or rs.convert')
-    if not _gfile().exists(os.path.join(init_from, 'model.json')):
+    if not (epath.Path(init_from) / 'model.json').exists():
       _fail('init_from', init_from, 'no model.json there: set --config.init_from to a weights '
             'directory written by rs.export or rs.convert')
   skip = _get(config, 'init_skip')
@@ -292,8 +290,8 @@ def _check_folder(data) -> None:
   for field in ('train_split', 'eval_split'):
     split = data[field]
     if not _isdir(os.path.join(data.data_dir, split)):
-      found = sorted(d.rstrip('/') for d in _listdir(data.data_dir)
-                     if _isdir(os.path.join(data.data_dir, d)))
+      from rs.data import records
+      found = records.subfolders(data.data_dir)
       listed = ', '.join(found[:10]) + (f' and {len(found) - 10} more' if found[10:] else '')
       _fail(f'data.{field}', split, f'{data.data_dir} has no such folder: set '
             f'--config.data.{field} to one of its split folders ({listed or "none"})')
@@ -305,7 +303,7 @@ def _check_array_splits(data) -> None:
   for field in ('train_split', 'eval_split'):
     split = data[field]
     try:
-      name, _ = sources._slice(split)  # noqa: SLF001 (the loader's own split syntax)
+      name, _ = sources.parse_split(split)
     except ValueError:
       name = None
     if name not in splits:
@@ -340,17 +338,8 @@ def _check_tfds_name(data) -> None:
 
 # The workdir.
 
-def _gfile():
-  import tensorflow as tf  # gfile: local paths and gs:// alike, as rs.metrics writes them
-  return tf.io.gfile
-
-
 def _isdir(path: str) -> bool:
-  return _gfile().isdir(path)
-
-
-def _listdir(path: str) -> list[str]:
-  return _gfile().listdir(path)
+  return epath.Path(path).is_dir()
 
 
 def _parent(path: str) -> str | None:
@@ -362,26 +351,20 @@ def _parent(path: str) -> str | None:
   return None if parent == path else parent
 
 
-def _one_line(error: Exception) -> str:
-  return ' '.join(str(error).split())[:200] or type(error).__name__
-
-
 def _closest_existing(path: str) -> str | None:
   """`path` or the closest of its parents that exists; None if not even its root does."""
-  gfile = _gfile()
-  while path is not None and not gfile.exists(path):
+  while path is not None and not epath.Path(path).exists():
     path = _parent(path)
   return path
 
 
 def _check_writable(workdir: str) -> None:
-  gfile = _gfile()
   fix = 'choose a --workdir you can write'
-  try:  # gfile raises for a malformed or unreachable URL (gs:// without a bucket, ...)
+  try:  # raises for a malformed or unreachable URL (gs:// without a bucket, ...)
     existing = _closest_existing(workdir)
-    is_folder = existing is not None and gfile.isdir(existing)
+    is_folder = existing is not None and _isdir(existing)
   except Exception as e:  # pylint: disable=broad-except (tf.errors.OpError and others)
-    raise ConfigError(f'--workdir={workdir}: cannot be read ({_one_line(e)}); {fix}') from None
+    raise ConfigError(f'--workdir={workdir}: cannot be read ({one_line(e)}); {fix}') from None
   if existing is None:
     raise ConfigError(f'--workdir={workdir}: no part of it exists (a missing bucket?); {fix}')
   if not is_folder:
@@ -394,35 +377,25 @@ def _check_writable(workdir: str) -> None:
     return  # left as it is, even its time stamp: a write test would change it
   # A file written and removed where the workdir will be created: permissions say nothing of
   # buckets, and root passes them where the file system refuses (/proc, ...).
-  probe = os.path.join(existing, f'.rs-write-test-{uuid.uuid4().hex}')
+  probe = epath.Path(existing) / f'.rs-write-test-{uuid.uuid4().hex}'
   try:
-    with gfile.GFile(probe, 'w') as f:
-      f.write('')
-    gfile.remove(probe)
+    probe.write_text('')
+    probe.unlink()
   except Exception as e:  # pylint: disable=broad-except (OSError, tf.errors.OpError, ...)
-    raise ConfigError(f'--workdir={workdir}: cannot write in {existing} ({_one_line(e)}); '
+    raise ConfigError(f'--workdir={workdir}: cannot write in {existing} ({one_line(e)}); '
                       f'{fix}') from None
-
-
-def has_checkpoint(workdir: str) -> bool:
-  """A finished orbax save: workdir/checkpoints/<step> (unfinished ones carry a suffix)."""
-  gfile = _gfile()
-  directory = os.path.join(workdir, 'checkpoints')
-  return gfile.isdir(directory) and any(
-      name.rstrip('/').isdigit() for name in gfile.listdir(directory))
 
 
 def _check_resume(config, workdir: str) -> None:
   """A run resumes its latest checkpoint: it must build the parameters that were saved."""
-  gfile = _gfile()
-  saved_file = os.path.join(workdir, 'config.json')
-  if not gfile.exists(saved_file) or not has_checkpoint(workdir):
+  if not rundir.has_checkpoint(workdir):
     return  # nothing to resume
   try:
-    with gfile.GFile(saved_file) as f:
-      saved = json.load(f)
+    saved = rundir.read_config(workdir)
+  except FileNotFoundError:
+    return  # checkpoints without a config.json: not rs's; orbax reports them if unreadable
   except ValueError as e:
-    raise ConfigError(f'{saved_file} is not a run config ({e}); use a new --workdir') from None
+    raise ConfigError(f'{e}; use a new --workdir') from None
   diffs = parameter_differences(saved, config)
   if diffs:
     raise ConfigError(f'--workdir={workdir} holds checkpoints of another model: '

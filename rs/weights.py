@@ -25,6 +25,7 @@ from etils import epath
 
 from rs import checkpoint
 from rs.data import eval_input, sources
+from rs.errors import one_line
 from rs.models import DTYPES, architecture, create_model, official
 
 VERSION = 2
@@ -174,7 +175,7 @@ def read(directory: str) -> Description:
     raise
   except (ValueError, KeyError, TypeError) as e:
     raise WeightsError(f'{meta_file} is not a weights description ({type(e).__name__}: '
-                       f'{" ".join(str(e).split())[:200]})') from None
+                       f'{one_line(e)})') from None
 
 
 def write_description(directory: str, description: Description) -> None:
@@ -199,7 +200,7 @@ def load(directory: str, sharding: jax.sharding.Sharding | None = None,
     variables = checkpoint.restore_tree(str(_path(directory) / 'variables'), sharding)
   except Exception as e:  # missing or damaged array files: orbax/tensorstore raise many types
     raise WeightsError(f'the arrays in {directory}/variables cannot be read ({type(e).__name__}:'
-                       f' {" ".join(str(e).split())[:200]})') from None
+                       f' {one_line(e)})') from None
   if check:
     check_fits(description.build(), variables, description.input.channels, directory)
   return variables, description

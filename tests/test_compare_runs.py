@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from rs import metrics
+from rs import metrics, rundir
 from rs.tools import compare_runs
 
 STEPS = (50, 100, 150, 200)
@@ -16,7 +16,7 @@ def write_run(workdir, losses, rate, top1, steps=STEPS):
   for step, loss in zip(steps, losses):
     writer.write_scalars(step, {'train/loss': loss, 'train/images_per_sec': rate})
   writer.close()
-  metrics.write_eval(str(workdir), steps[-1], 1.0, {'ema_top1': top1, 'top1': top1 - 0.01})
+  rundir.write_eval(str(workdir), steps[-1], 1.0, {'ema_top1': top1, 'top1': top1 - 0.01})
   return str(workdir)
 
 

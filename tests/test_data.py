@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from rs.data import pipeline, preprocess, sources
+from rs.data import in_memory, preprocess, sources
 
 FILES = sources.DEBIAN_FASHION_MNIST
 
@@ -67,8 +67,8 @@ def small_pipeline(n_train=100, n_eval=23, **kw):
   rng = np.random.default_rng(0)
   split = lambda n: sources.ArraySplit(rng.integers(0, 255, (n, 8, 8, 1), dtype=np.uint8),
                                        np.arange(n, dtype=np.int32), 10)
-  return pipeline.ArrayPipeline(split(n_train), split(n_eval), batch_size=16, eval_batch_size=8,
-                                seed=3, **kw)
+  return in_memory.InMemoryPipeline(split(n_train), split(n_eval), batch_size=16,
+                                    eval_batch_size=8, seed=3, **kw)
 
 
 def test_train_batches_are_a_pure_function_of_seed_and_step():

@@ -385,16 +385,16 @@ def test_op_choice_is_uniform():
   counts = np.zeros(len(ra.OPS), int)
   for s in range(1000):
     for layer in range(2):
-      choice_seed, _ = ra._layer_seeds(tf.constant([s, 0], tf.int64), layer)
-      counts[int(ra._choose_op(choice_seed))] += 1
+      choice_seed, _ = ra.layer_seeds(tf.constant([s, 0], tf.int64), layer)
+      counts[int(ra.choose_op(choice_seed))] += 1
   expected = 2000 / 16
   assert np.all(np.abs(counts - expected) < 8 * np.sqrt(expected)), counts
 
 
 def test_one_layer_is_the_chosen_op():
   seed = tf.constant([4, 2], tf.int64)
-  choice_seed, op_seed = ra._layer_seeds(seed, 0)
-  name = ra.OPS[int(ra._choose_op(choice_seed))]
+  choice_seed, op_seed = ra.layer_seeds(seed, 0)
+  name = ra.OPS[int(ra.choose_op(choice_seed))]
   _assert_close(ra.distort(CHELSEA, 1, 10, seed), ra.apply_op(CHELSEA, name, 10, op_seed))
 
 

@@ -189,7 +189,7 @@ def test_distort_fast_equals_plain_over_many_seeds(magnitude):
   reference_ops = {**plain.OP_FUNCTIONS, 'Sharpness': ra.sharpness}
   for fast, reference in zip(dataset(None), dataset(reference_ops)):
     np.testing.assert_array_equal(fast, reference)
-  drawn = {int(ra._choose_op(ra._layer_seeds(tf.constant(s, tf.int64), layer)[0]))
+  drawn = {int(ra.choose_op(ra.layer_seeds(tf.constant(s, tf.int64), layer)[0]))
            for s in seeds for layer in range(2)}
   assert drawn == set(range(len(ra.OPS)))
 

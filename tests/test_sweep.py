@@ -9,7 +9,7 @@ import sys
 import jax
 import pytest
 
-from rs import metrics, sharding, train
+from rs import metrics, rundir, sharding, train
 from rs.tools import pareto, sweep
 
 
@@ -79,7 +79,7 @@ def test_mini_sweep_trains_benchmarks_and_plots(tiny, tmp_path, monkeypatch):
             kinds=('train',))
   assert sorted(os.listdir(out)) == sorted(point.name for point, _ in points)
   for point, _ in points:
-    assert metrics.read_evals(os.path.join(out, point.name))[-1]['step'] == 6
+    assert rundir.read_evals(os.path.join(out, point.name))[-1]['step'] == 6
     with open(os.path.join(out, point.name, 'benchmark.jsonl')) as f:
       bench = {r['measurement']: r for r in map(json.loads, f)}
     assert bench['rs/train']['batch_size'] == 32

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from rs import checkpoint, metrics, sharding, train
+from rs import checkpoint, metrics, rundir, sharding, train
 from rs.state import TrainState
 
 
@@ -40,7 +40,7 @@ def test_run_evaluates_whole_split_and_logs(eight_device_run):
   assert os.path.exists(os.path.join(workdir, 'config.json'))
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
   # eval.json (for rs.tools.pareto): the one evaluation, at step 6, equal to the returned result.
-  (saved,) = metrics.read_evals(workdir)
+  (saved,) = rundir.read_evals(workdir)
   assert saved['step'] == 6 and saved['epoch'] == pytest.approx(6 * 32 / 60_000)
   assert {k: saved[k] for k in result} == pytest.approx(result)
 

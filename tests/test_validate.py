@@ -10,7 +10,7 @@ import sys
 import jax
 import pytest
 
-from rs import metrics, sharding, train, validate
+from rs import rundir, sharding, train, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -265,8 +265,8 @@ def test_writable_workdir_is_not_created_by_the_check(tmp_path):
 
 
 def saved_run(workdir: str, config, checkpoint: str = '3'):
-  """A workdir as a run leaves it: its config.json (rs.metrics's) and checkpoints/<step>."""
-  metrics.write_config(workdir, config)
+  """A workdir as a run leaves it: its config.json (rs.rundir's) and checkpoints/<step>."""
+  rundir.write_config(workdir, config)
   os.makedirs(os.path.join(workdir, 'checkpoints', checkpoint))
 
 
@@ -306,8 +306,8 @@ def test_saved_config_without_a_finished_checkpoint_is_not_resumed(tmp_path):
   config = tiny()
   config.model.name = 'resnetrs50'
   validate.check_workdir(config, workdir)
-  assert not validate.has_checkpoint(workdir)
-  assert not validate.has_checkpoint(str(tmp_path / 'nothing'))
+  assert not rundir.has_checkpoint(workdir)
+  assert not rundir.has_checkpoint(str(tmp_path / 'nothing'))
 
 
 def run_main(*args):
@@ -355,3 +355,15 @@ def test_command_line_cpu_devices_makes_that_many_devices(tmp_path):
        '--cpu_devices=3'], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
   check_one_error_line(process, workdir, 'batch_size=32 does not divide over 3 devices',
                        'a multiple of 3')
+
+
+def test_every_augment_the_pipelines_offer_is_accepted(tmp_path):
+  """validate takes its choices from the pipelines (rs.data.pipeline.AUGMENTS): 'none'
+  (in memory, no augmentation) validates and builds."""
+  from rs.data import in_memory, pipeline as pipeline_lib
+  assert set(pipeline_lib.AUGMENTS) == {'inception_crop', 'pad_crop', 'none'}
+  config = tiny()
+  config.data.augment = 'none'
+  validate.check_config(config, sharding.create_mesh())
+  built = pipeline_lib.create_pipeline(config)
+  assert isinstance(built, in_memory.InMemoryPipeline) and built.augment == 'none'

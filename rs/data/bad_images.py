@@ -12,6 +12,7 @@ import threading
 
 import numpy as np
 import tensorflow as tf
+from etils import epath
 
 from rs.data import tf_preprocess
 
@@ -94,7 +95,7 @@ class BadImages:
 def why_undecodable(path: str) -> str:
   """TF's reason for a file that failed to decode as it was read."""
   try:
-    why = tf_preprocess.decode_error(tf.io.gfile.GFile(path, 'rb').read())
+    why = tf_preprocess.decode_error(epath.Path(path).read_bytes())
   except (tf.errors.OpError, OSError) as e:
     return f'failed to decode; then unreadable ({e})'
   return why or 'failed to decode this crop window (decodes whole)'

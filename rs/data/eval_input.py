@@ -16,15 +16,13 @@ import dataclasses
 
 import numpy as np
 
+from rs.errors import one_line
+
 METHODS = ('center_crop', 'resize')
 
 
 class ImageError(ValueError):
   """One image cannot be read or decoded; the message says why."""
-
-
-def _one_line(error: Exception) -> str:
-  return ' '.join(str(error).split()) or type(error).__name__
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +80,8 @@ class EvalInput:
           tf.constant(image_bytes), self.image_size, self.crop_padding,
           self.crop_fraction).numpy()
     except tf.errors.OpError as e:
-      raise ImageError(tf_preprocess.decode_error(image_bytes) or _one_line(e.message)) from None
+      why = tf_preprocess.decode_error(image_bytes) or one_line(e.message, limit=None)
+      raise ImageError(why) from None
 
   def read(self, path: str) -> np.ndarray:
     """The image file at `path` as the network's input; ImageError (naming why) when unusable."""
@@ -90,7 +89,7 @@ class EvalInput:
       with open(path, 'rb') as f:
         image_bytes = f.read()
     except OSError as e:
-      raise ImageError(e.strerror or _one_line(e)) from None
+      raise ImageError(e.strerror or one_line(e, limit=None)) from None
     if not image_bytes:
       raise ImageError('empty file')
     return self(image_bytes)

@@ -520,14 +520,14 @@ def apply_op(image, name: str, magnitude: float, seed, contrast_mean='official',
   return ops[name](image) if arg is None else ops[name](image, arg)
 
 
-def _layer_seeds(seed, layer: int):
+def layer_seeds(seed, layer: int):
   """(seed of the op choice, seed of the op's own randomness) for one layer."""
   layer_seed = tf.random.experimental.stateless_fold_in(seed, layer)
   choice_seed, op_seed = tf.unstack(tf.random.experimental.stateless_split(layer_seed, 2))
   return choice_seed, op_seed
 
 
-def _choose_op(choice_seed):
+def choose_op(choice_seed):
   """Index into OPS, uniform."""
   return tf.random.stateless_uniform([], choice_seed, 0, len(OPS), dtype=tf.int32)
 
@@ -544,11 +544,11 @@ def distort(image, num_layers: int, magnitude: float, seed, contrast_mean='offic
   image = tf.convert_to_tensor(image)
   seed = tf.convert_to_tensor(seed)
   for layer in range(num_layers):
-    choice_seed, op_seed = _layer_seeds(seed, layer)
+    choice_seed, op_seed = layer_seeds(seed, layer)
     branches = [(lambda name=name, x=image: apply_op(x, name, magnitude, op_seed,
                                                      contrast_mean, ops))
                 for name in OPS]
     shape = image.shape
-    image = tf.switch_case(_choose_op(choice_seed), branches)
+    image = tf.switch_case(choose_op(choice_seed), branches)
     image.set_shape(shape)
   return image

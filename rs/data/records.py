@@ -18,11 +18,12 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from etils import epath
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
 
-def _int64_hash(seed: tf.Tensor) -> tf.Tensor:
+def seed_hash(seed: tf.Tensor) -> tf.Tensor:
   """A scalar int64 derived from a stateless [2] seed (tf.data's shuffle takes one int)."""
   return tf.random.stateless_uniform([], seed, minval=None, maxval=None, dtype=tf.int64)
 
@@ -127,7 +128,7 @@ class TfdsRecords:
         piece, cycle_length=min(16, len(pieces)), num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True)
     if order_seed is not None:
-      ds = ds.shuffle(shuffle_buffer, seed=_int64_hash(order_seed))
+      ds = ds.shuffle(shuffle_buffer, seed=seed_hash(order_seed))
     features = self.builder.info.features
     decoders = {self.image_key: self._tfds.decode.SkipDecoding()}
 
@@ -141,11 +142,17 @@ class TfdsRecords:
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def subfolders(path: str) -> list[str]:
+  """The sorted names of the folders in `path` (local or gs://): a class-folder dataset's
+  splits (ROOT/SPLIT) or a split's classes (ROOT/SPLIT/CLASS)."""
+  return sorted(p.name for p in epath.Path(path).iterdir() if p.is_dir())
+
+
 class FolderRecords:
   """Images in ROOT/SPLIT/CLASS/NAME.{jpg,jpeg,png,bmp,gif}; classes from `class_split`."""
 
   def __init__(self, root: str, class_split: str = 'train'):
-    if not tf.io.gfile.isdir(root):
+    if not root or not epath.Path(root).is_dir():
       raise FileNotFoundError(f'data.data_dir={root!r} is not a folder: for data.name=folder '
                               'point it at ROOT with ROOT/SPLIT/CLASS/image files')
     self.name = 'folder'
@@ -156,16 +163,13 @@ class FolderRecords:
 
   def _split_dir(self, split: str) -> str:
     path = os.path.join(self.root, split)
-    if not tf.io.gfile.isdir(path):
-      splits = sorted(d.rstrip('/') for d in tf.io.gfile.listdir(self.root)
-                      if tf.io.gfile.isdir(os.path.join(self.root, d)))
-      raise ValueError(f'{self.root} has split folders {splits}, not {split!r}')
+    if not epath.Path(path).is_dir():
+      raise ValueError(f'{self.root} has split folders {subfolders(self.root)}, not {split!r}')
     return path
 
   def _class_names(self, split: str) -> list[str]:
     path = self._split_dir(split)
-    classes = sorted(d.rstrip('/') for d in tf.io.gfile.listdir(path)
-                     if tf.io.gfile.isdir(os.path.join(path, d)))
+    classes = subfolders(path)
     if not classes:
       raise ValueError(f'{path} has no class sub-folders (expected {path}/CLASS/image.jpg)')
     return classes
@@ -180,8 +184,8 @@ class FolderRecords:
           raise ValueError(f'{path}/{name} is not a class of the training split '
                            f'({len(self.classes)} classes from {self.root})')
         folder = os.path.join(path, name)
-        images = sorted(f for f in tf.io.gfile.listdir(folder)
-                        if f.lower().endswith(IMAGE_EXTENSIONS))
+        images = sorted(p.name for p in epath.Path(folder).iterdir()
+                        if p.name.lower().endswith(IMAGE_EXTENSIONS))
         paths += [os.path.join(folder, f) for f in images]
         labels += [self.classes.index(name)] * len(images)
       if not paths:

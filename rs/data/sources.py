@@ -75,7 +75,7 @@ def _load_tfds(name: str, split: str, data_dir: str | None) -> ArraySplit:
                     class_names=tuple(label.names) if getattr(label, 'names', None) else None)
 
 
-def _slice(split: str) -> tuple[str, slice]:
+def parse_split(split: str) -> tuple[str, slice]:
   """'test[:500]' -> ('test', slice(None, 500)); 'test' -> ('test', slice(None))."""
   match = re.fullmatch(r'(\w+)(?:\[(-?\d*):(-?\d*)\])?', split)
   if not match:
@@ -176,7 +176,7 @@ def load_array_split(name: str, split: str, data_dir: str | None = None,
   """`split` of the small dataset `name`, in memory; `split` may carry a [start:stop] slice."""
   if name not in ARRAY_DATASETS:
     return _load_tfds(name, split, data_dir)
-  split, rows = _slice(split)
+  split, rows = parse_split(split)
   if split not in ARRAY_DATASETS[name]:
     raise ValueError(f'{name} has splits {ARRAY_DATASETS[name]}, not {split!r}')
   if name == 'lfw_faces':

@@ -210,7 +210,7 @@ class StreamingPipeline:
       skip = tf.where(tf.equal(e, start_epoch), tf.constant(offset * local, tf.int64),
                       tf.constant(0, tf.int64))
       if self.cache_decoded:
-        ds = decoded.shuffle(host_examples, seed=records._int64_hash(order_seed)).repeat(2)
+        ds = decoded.shuffle(host_examples, seed=records.seed_hash(order_seed)).repeat(2)
         return ds.take(per_epoch).enumerate().skip(skip).map(
             lambda i, ex: preprocess(e, i, ex), num_parallel_calls=tf.data.AUTOTUNE)
       # Every epoch takes per_epoch images, so that step s is always in epoch s // full_batches:

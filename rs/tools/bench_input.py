@@ -45,8 +45,8 @@ def cond_chain_randaugment(image, num_layers: int, magnitude: float, seed):
   (rs.data.randaugment_plain). Same seeds and draws as rs.data.randaugment.distort, so the
   same images as rs's RandAugment."""
   for layer in range(num_layers):
-    choice_seed, op_seed = randaugment._layer_seeds(seed, layer)  # distort's very draws
-    chosen = randaugment._choose_op(choice_seed)
+    choice_seed, op_seed = randaugment.layer_seeds(seed, layer)  # distort's very draws
+    chosen = randaugment.choose_op(choice_seed)
     for i, name in enumerate(randaugment.OPS):
       image = tf.cond(tf.equal(chosen, i),
                       lambda name=name, x=image: randaugment.apply_op(

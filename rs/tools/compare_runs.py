@@ -47,8 +47,8 @@ class Figures:
 
 
 def read_figures(workdir: str, tag: str = 'train/loss') -> Figures:
-  from rs import metrics
-  evals = metrics.read_evals(workdir)
+  from rs import metrics, rundir
+  evals = rundir.read_evals(workdir)
   top1 = evals[-1].get('ema_top1', evals[-1].get('top1')) if evals else None
   rates = list(metrics.read_scalars(workdir, 'train/images_per_sec').values())
   return Figures(workdir, metrics.read_scalars(workdir, tag), top1,

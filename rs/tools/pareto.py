@@ -47,17 +47,15 @@ def _depth(model_name: str) -> int:
 
 def load_run(workdir: str) -> Run | None:
   """The run's figures, or None where config.json, eval.json or benchmark.jsonl is missing."""
-  import tensorflow as tf
-  from rs import metrics
-  paths = {name: os.path.join(workdir, name)
-           for name in ('config.json', metrics.EVAL_FILE, 'benchmark.jsonl')}
-  if not all(tf.io.gfile.exists(p) for p in paths.values()):
+  from rs import rundir
+  run = rundir.path(workdir)
+  if not all((run / name).exists() for name in (rundir.CONFIG_FILE, rundir.EVAL_FILE,
+                                                'benchmark.jsonl')):
     return None
-  with tf.io.gfile.GFile(paths['config.json']) as f:
-    config = json.load(f)
-  last = metrics.read_evals(workdir)[-1]
-  with tf.io.gfile.GFile(paths['benchmark.jsonl']) as f:
-    bench = {r['measurement']: r for r in map(json.loads, f)}
+  config = rundir.read_config(workdir)
+  last = rundir.read_evals(workdir)[-1]
+  bench = {r['measurement']: r
+           for r in map(json.loads, (run / 'benchmark.jsonl').read_text().splitlines())}
   train = bench['rs/train']
   width = config['model'].get('width_multiplier') or 1.0
   return Run(
@@ -75,14 +73,14 @@ def load_run(workdir: str) -> Run | None:
 def find_workdirs(paths) -> list[str]:
   """The paths that are workdirs (hold config.json), and the workdirs directly inside the
   others."""
-  import tensorflow as tf
+  from rs import rundir
   found = []
   for path in paths:
-    if tf.io.gfile.exists(os.path.join(path, 'config.json')):
+    if (rundir.path(path) / rundir.CONFIG_FILE).exists():
       found.append(path)
-    elif tf.io.gfile.isdir(path):
-      found += sorted(os.path.join(path, d.rstrip('/')) for d in tf.io.gfile.listdir(path)
-                      if tf.io.gfile.exists(os.path.join(path, d.rstrip('/'), 'config.json')))
+    elif rundir.path(path).is_dir():
+      found += sorted(os.path.join(path, p.name) for p in rundir.path(path).iterdir()
+                      if (p / rundir.CONFIG_FILE).exists())
   return found
 
 
@@ -131,8 +129,8 @@ def plot(runs: list[Run], out: str) -> list[str]:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  import tensorflow as tf
-  tf.io.gfile.makedirs(out)
+  from rs import rundir
+  rundir.path(out).mkdir(parents=True, exist_ok=True)
   regimes = sorted({_regime(r) for r in runs})
   depths = sorted({r.depth for r in runs})
   widths = sorted({r.width for r in runs})
@@ -152,7 +150,7 @@ def plot(runs: list[Run], out: str) -> list[str]:
 
   def save(fig, filename):
     path = os.path.join(out, filename)
-    with tf.io.gfile.GFile(path, 'wb') as f:
+    with rundir.path(path).open('wb') as f:
       fig.savefig(f, format='png', dpi=110, bbox_inches='tight')
     plt.close(fig)
     return path
@@ -237,7 +235,6 @@ def _scaling_curves(plt, runs, regimes, depths, widths, cycle):
 def main(argv):
   del argv
   f = flags.FLAGS
-  import tensorflow as tf
   workdirs = find_workdirs(f.runs)
   runs, skipped = [], []
   for workdir in workdirs:
@@ -250,8 +247,8 @@ def main(argv):
                          'rs.tools.sweep with --benchmark first')
   mark_frontier(runs)
   paths = plot(runs, f.out)
-  with tf.io.gfile.GFile(os.path.join(f.out, 'pareto.md'), 'w') as out:
-    out.write(table(runs))
+  from rs import rundir
+  rundir.path(os.path.join(f.out, 'pareto.md')).write_text(table(runs))
   print(f'{len(runs)} runs -> ' + ', '.join(paths + [os.path.join(f.out, 'pareto.md')]))
 
 

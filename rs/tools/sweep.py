@@ -109,8 +109,8 @@ def run(points, out: str, benchmark: bool = False, num_classes: int | None = Non
 def finished(workdir: str, point: Point) -> bool:
   """The run has evaluated at its last epoch: its eval.json alone (without checkpoints, e.g. a
   study's results carried to another machine) is enough to skip it."""
-  from rs import metrics
-  evals = metrics.read_evals(workdir)
+  from rs import rundir
+  evals = rundir.read_evals(workdir)
   return bool(evals) and evals[-1]['epoch'] >= point.epochs * (1 - 1e-6)
 
 
@@ -118,15 +118,13 @@ def write_benchmark(config, workdir: str, num_classes: int | None = None,
                     **options) -> list[dict]:
   """rs.tools.benchmark's measurements of the config's train and inference steps on one device,
   into workdir/benchmark.jsonl (kept if already there)."""
-  import tensorflow as tf
+  from rs import rundir
   from rs.tools import benchmark
-  path = os.path.join(workdir, 'benchmark.jsonl')
-  if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path) as f:
-      return [json.loads(line) for line in f]
+  path = rundir.path(workdir) / 'benchmark.jsonl'
+  if path.exists():
+    return [json.loads(line) for line in path.read_text().splitlines()]
   results = benchmark.run(config, devices=1, num_classes=num_classes or 1000, **options)
-  with tf.io.gfile.GFile(path, 'w') as f:
-    f.write(''.join(json.dumps(r) + '\n' for r in results))
+  path.write_text(''.join(json.dumps(r) + '\n' for r in results))
   return results
 
 
@@ -164,8 +162,8 @@ def main(argv):
     for point, _ in points:
       print(os.path.join(f.out, point.name))
     return
-  from rs import metrics
-  metrics.quiet_library_logs()
+  from rs import logs
+  logs.quiet_library_logs()
   run(points, f.out, f.benchmark, f.num_classes)
 
 

@@ -1,0 +1,112 @@
+"""The in-memory pipeline: a small dataset (Fashion-MNIST) held as numpy arrays, its batches
+built on the host, each a pure function of (seed, step).
+
+A resumed run therefore sees exactly the batches an uninterrupted run would have, with no
+iterator state in the checkpoint. Each host builds only its own rows of a global batch;
+rs.sharding.to_global assembles them. (Large datasets stream: rs.data.streaming.)
+"""
+import concurrent.futures
+import dataclasses
+import functools
+from typing import Iterator
+
+import jax
+import numpy as np
+
+from rs.data import preprocess, sources
+
+# data.augment for in-memory datasets: random shifts and flips, or none.
+AUGMENTS = ('pad_crop', 'none')
+
+
+@dataclasses.dataclass(eq=False)  # hashed by identity, for the epoch-order cache
+class InMemoryPipeline:
+  """Train/eval batches from in-memory splits (datasets small enough to hold: Fashion-MNIST).
+  `train` is None for evaluation alone."""
+  train: sources.ArraySplit | None
+  eval: sources.ArraySplit
+  batch_size: int  # global
+  eval_batch_size: int  # global
+  seed: int
+  augment: str = 'pad_crop'
+  pad: int = 4
+  prefetch: int = 2
+  native_size: int | None = None  # the side of the dataset's own images, before resizing
+
+  def __post_init__(self):
+    if self.augment not in AUGMENTS:
+      raise ValueError(f'data.augment={self.augment!r} for an in-memory dataset: use one of '
+                       f'{AUGMENTS}')
+    if self.train is not None and self.batch_size > len(self.train):
+      raise ValueError(f'batch_size={self.batch_size} exceeds the {len(self.train)} training '
+                       'examples: lower --config.batch_size')
+
+  eval_skipped = 0  # undecodable images left out of evaluation: none in memory
+
+  @property
+  def num_classes(self) -> int:
+    return (self.train or self.eval).num_classes
+
+  @property
+  def class_names(self) -> tuple[str, ...] | None:
+    return (self.train or self.eval).class_names
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return self.eval.images.shape[1:]
+
+  @property
+  def steps_per_epoch(self) -> float:
+    return len(self.train) / self.batch_size
+
+  def _local_rows(self, global_rows: np.ndarray) -> np.ndarray:
+    """This host's contiguous share of a global batch's rows."""
+    n = len(global_rows) // jax.process_count()
+    return global_rows[jax.process_index() * n:(jax.process_index() + 1) * n]
+
+  @functools.lru_cache(maxsize=2)
+  def _epoch_order(self, epoch: int) -> np.ndarray:
+    """The permutation of the training set for `epoch`, seeded by (seed, epoch)."""
+    return np.random.default_rng([self.seed, epoch]).permutation(len(self.train))
+
+  def train_batch(self, step: int) -> dict[str, np.ndarray]:
+    """This host's rows of the global training batch number `step`.
+
+    Epoch e is a permutation seeded by (seed, e); an epoch's last partial batch is skipped.
+    """
+    full_batches = len(self.train) // self.batch_size
+    epoch, index = divmod(step, full_batches)
+    rows = self._epoch_order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
+    images = self.train.images[rows]
+    if self.augment == 'pad_crop':
+      # Augment the global batch, then slice: the result does not depend on the host count.
+      images = preprocess.pad_crop_flip(images, np.random.default_rng([self.seed, step, 1]),
+                                        self.pad)
+    return {'image': self._local_rows(images), 'label': self._local_rows(self.train.labels[rows])}
+
+  def train_iter(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    """Batches start_step, start_step+1, ... built `prefetch` ahead in a worker thread."""
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='rs-input') as pool:
+      pending = [pool.submit(self.train_batch, s)
+                 for s in range(start_step, start_step + self.prefetch)]
+      step = start_step + self.prefetch
+      while True:
+        batch = pending.pop(0).result()
+        pending.append(pool.submit(self.train_batch, step))
+        step += 1
+        yield batch
+
+  def eval_iter(self) -> Iterator[dict[str, np.ndarray]]:
+    """The whole eval split in order, once; the last batch padded and masked (mask 0)."""
+    n = len(self.eval)
+    for start in range(0, n, self.eval_batch_size):
+      rows = np.arange(start, start + self.eval_batch_size)
+      mask = rows < n
+      rows = np.where(mask, rows, 0)
+      batch = {'image': self.eval.images[rows], 'label': self.eval.labels[rows],
+               'mask': mask.astype(np.float32)}
+      yield {k: self._local_rows(v) for k, v in batch.items()}
+
+  @property
+  def num_eval_batches(self) -> int:
+    return -(-len(self.eval) // self.eval_batch_size)
