@@ -1,7 +1,7 @@
 """The embedded default: a small ResNet-RS on Fashion-MNIST, trained on a laptop CPU.
 
-The network is ResNet-RS at width 0.25 with one bottleneck per stage (depth 3x4+2 = 14):
-SE, ResNet-D stem and shortcuts, zero-init last BN, all as in the big models; 0.69M parameters.
+The network is ResNet-RS-14 (one bottleneck per stage, 3x4+2 = 14 layers) at width 0.25: SE,
+ResNet-D stem and shortcuts, zero-init last BN, all as in the big models; 0.69M parameters.
 
 Real data, offline: the four original Fashion-MNIST files (Debian `dataset-fashion-mnist`),
 or tfds's download where a network is present. Same trainer and recipe as the ImageNet
@@ -19,8 +19,7 @@ FASHION_MNIST_STD = (0.3530 * 255,)
 
 def get_config():
   c = base.get_config()
-  c.model.name = 'resnetrs26'
-  c.model.stage_sizes = (1, 1, 1, 1)
+  c.model.name = 'resnetrs14'
   c.model.width_multiplier = 0.25
   c.model.dropout_rate = 0.0  # a 0.7M-parameter model underfits; it needs no dropout
 

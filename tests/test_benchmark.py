@@ -26,23 +26,24 @@ def _by(results, measurement, **match):
   return found[0]
 
 
-def test_rs50_against_timm_eager_at_a_small_size():
-  """RS-50 at 32px, batch 2, one round: rs and timm's eager model side by side."""
-  results = benchmark.run(benchmark.rs_config(base.get_config(), 'resnetrs50', 32, 2, 'float32'),
+def test_rs_against_timm_eager_at_a_small_size():
+  """The plain ResNet-26 (both frameworks have it; RS-50 compiles twice as long) at 32px,
+  batch 2, one round: rs and timm's eager model side by side, and a linear probe beside
+  rs's full training."""
+  results = benchmark.run(benchmark.rs_config(base.get_config(), 'resnet26', 32, 2, 'float32'),
                           compare=('timm',), timm_modes=('eager',), steps=1, rounds=1,
-                          devices=1)
+                          devices=1, linear_probe=True)
   model = _by(results, 'model')
-  assert model['params'] == official.PARAMS['resnetrs50'] == 35_691_912
   # The forward FLOPs are rs.tools.summary's count at this resolution.
   assert model['gflops_forward'] == pytest.approx(
-      summary.summarize('resnetrs50', 32, compiled=False)['gflops'])
+      summary.summarize('resnet26', 32, compiled=False)['gflops'])
   assert _by(results, 'matmul_peak')['gflops_per_sec'] > 0
 
-  rs_train = _by(results, 'rs/train')
+  rs_train = _by(results, 'rs/train', mode='jax.jit')
   timm_train = _by(results, 'timm/train', mode='eager')
   # timm's network is the same size: an independent count of the same architecture.
   assert timm_train['params'] == model['params']
-  for r in (rs_train, timm_train, _by(results, 'rs/inference'),
+  for r in (rs_train, timm_train, _by(results, 'rs/inference', mode='jax.jit'),
             _by(results, 'timm/inference', mode='eager')):
     assert r['images_per_sec'] == pytest.approx(2 / (r['step_ms'] / 1e3))
     per_image = model['gflops_forward'] * (3 if r['measurement'].endswith('train') else 1)
@@ -54,9 +55,19 @@ def test_rs50_against_timm_eager_at_a_small_size():
   assert rs_train['memory_analysis_bytes'] > 3 * 4 * model['params']
   assert rs_train['device_peak_bytes'] is None  # the CPU reports no live memory
   for kind in ('train', 'inference'):
-    ratio = _by(results, 'ratio', kind=kind, over='timm/eager')['rs_over_timm']
-    assert ratio == pytest.approx(_by(results, f'rs/{kind}')['images_per_sec'] /
+    ratio = _by(results, 'ratio', kind=kind, mode='jax.jit', over='timm/eager')['rs_over_timm']
+    assert ratio == pytest.approx(_by(results, f'rs/{kind}', mode='jax.jit')['images_per_sec'] /
                                   _by(results, f'timm/{kind}')['images_per_sec'])
+  # The probe is timed for training only; its FLOPs are one forward; its ratio to full training.
+  probe = _by(results, 'rs/train', mode='linear probe')
+  assert not [r for r in results if r['measurement'] == 'rs/inference'
+              and r['mode'] == 'linear probe']
+  assert probe['achieved_gflops_per_sec'] == pytest.approx(
+      model['gflops_forward'] * probe['images_per_sec'])
+  assert _by(results, 'ratio', mode='linear probe', over='rs/jax.jit')['rs_over_rs'] == (
+      pytest.approx(probe['images_per_sec'] / rs_train['images_per_sec']))
+  # Its step holds no backward activations: less memory than full training.
+  assert probe['memory_analysis_bytes'] < rs_train['memory_analysis_bytes']
 
 
 def test_median_step_times_alternates_and_takes_medians():
@@ -82,9 +93,8 @@ def test_cli_benchmarks_a_config_and_prints_one_json_object_per_measurement():
       'model', 'matmul_peak', 'rs/train', 'rs/inference']
   # The config's architecture: width 0.25, one block per stage, 10 classes (0.69M params).
   assert results[0]['params'] == summary.summarize(
-      'resnetrs26', 32, 10, compiled=False, width_multiplier=0.25,
-      stage_sizes=(1, 1, 1, 1))['params']
-  assert results[0]['stage_sizes'] == [1, 1, 1, 1] and results[0]['batch_size'] == 4
+      'resnetrs14', 32, 10, compiled=False, width_multiplier=0.25)['params']
+  assert results[0]['model'] == 'resnetrs14' and results[0]['batch_size'] == 4
 
 
 def test_cli_times_several_device_counts_side_by_side():
@@ -122,9 +132,17 @@ def test_cli_rejects_bad_flags_in_one_line(flags, message):
 def test_rs50_against_compiled_timm():
   """torch.compile takes minutes on 2 cores: run by scripts/benchmark.sh, not CI."""
   results = benchmark.run(benchmark.rs_config(base.get_config(), 'resnetrs50', 64, 4, 'float32'),
-                          compare=('timm',), timm_modes=('compiled',), steps=1, rounds=1,
-                          devices=1)
-  assert _by(results, 'ratio', kind='train', over='timm/compiled')['rs_over_timm'] > 0
+                          compare=('timm',), timm_modes=('eager', 'compiled'), steps=1,
+                          rounds=1, devices=1)
+  assert _by(results, 'model')['params'] == official.PARAMS['resnetrs50']
+  for kind in ('train', 'inference'):
+    rs_run = _by(results, f'rs/{kind}')
+    eager, compiled = (_by(results, f'timm/{kind}', mode=m) for m in ('eager', 'compiled'))
+    # torch.compile's first call compiles: it takes longer than eager's first call.
+    assert compiled['compile_s'] > eager['compile_s']
+    for timm_run in (eager, compiled):
+      ratio = _by(results, 'ratio', kind=kind, over=f"timm/{timm_run['mode']}")['rs_over_timm']
+      assert ratio == pytest.approx(rs_run['images_per_sec'] / timm_run['images_per_sec'])
 
 
 def test_layer_bench_lists_rs50s_convolutions_and_times_both_frameworks():

@@ -30,12 +30,9 @@ TOLERANCE = dict(rtol=1e-4, atol=1e-4)  # float32, other conv lowering ('auto' v
 
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
+def run(tiny_run):
   """A tiny Fashion-MNIST run on the 8 fake devices (checkpoints at steps 3 and 6)."""
-  workdir = str(tmp_path_factory.mktemp('run'))
-  config = tiny_config()
-  result = train.train_and_evaluate(config, workdir)
-  return config, workdir, result
+  return tiny_config(), *tiny_run
 
 
 @pytest.fixture(scope='module')
@@ -172,8 +169,8 @@ def test_model_json_describes_the_network_and_its_input(run, exported):
   out, description, *_ = exported
   meta = json.loads((out / 'ema' / 'model.json').read_text())
   assert meta == description.to_json() and meta['version'] == weights.VERSION
-  assert meta['model'] == 'resnetrs26' and meta['num_classes'] == 10
-  assert meta['architecture'] == {'stage_sizes': [1, 1, 1, 1], 'width_multiplier': 0.125}
+  assert meta['model'] == 'resnetrs14' and meta['num_classes'] == 10
+  assert meta['architecture'] == {'width_multiplier': 0.125}
   assert meta['source'] == {'tool': 'rs.export', 'workdir': workdir, 'step': 6,
                             'weights': 'ema', 'train_dtype': 'float32'}
   assert meta['input'] == {'image_size': 24, 'channels': 1, 'mean': list(config.data.mean),

@@ -38,13 +38,10 @@ def saved_fingerprint(step_dir):
     return json.load(f)
 
 
-@pytest.fixture(scope='module')
-def six_steps(tmp_path_factory):
-  """A finished 6-step run with checkpoints at steps 3 and 6."""
-  from conftest import tiny_config
-  workdir = str(tmp_path_factory.mktemp('six'))
-  train.train_and_evaluate(tiny_config(), workdir)
-  return workdir
+@pytest.fixture
+def six_steps(tiny_run):
+  """A finished 6-step run with checkpoints at steps 3 and 6 (copy it before changing it)."""
+  return tiny_run[0]
 
 
 @pytest.mark.parametrize('damage', ['truncate', 'overwrite', 'metadata'])

@@ -36,7 +36,9 @@ def two_hosts(tmp_path_factory):
   photo_dataset.write_folder(root, 'validation', VALIDATION)
   workdir = str(tmp_path_factory.mktemp('hosts'))
   port = str(free_port())
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  # Each host compiles for itself: a compilation cache shared with the other host (the test
+  # run's, tests/conftest.py) hands it programs built for the other's devices, and both hang.
+  env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'RS_TEST_JAX_CACHE')}
   procs = [subprocess.Popen([sys.executable, os.path.join(HERE, 'multihost_worker.py'), str(i),
                              '2', port, workdir, root], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for i in range(2)]

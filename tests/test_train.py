@@ -18,12 +18,9 @@ def final_state(workdir) -> TrainState:
   return jax.device_get(restored)
 
 
-@pytest.fixture(scope='module')
-def eight_device_run(tmp_path_factory):
-  from conftest import tiny_config
-  workdir = str(tmp_path_factory.mktemp('run8'))
-  result = train.train_and_evaluate(tiny_config(), workdir)
-  return workdir, result
+@pytest.fixture
+def eight_device_run(tiny_run):
+  return tiny_run
 
 
 def test_run_evaluates_whole_split_and_logs(eight_device_run):

@@ -282,7 +282,7 @@ def test_resuming_a_different_model_fails(tmp_path):
   assert 'model.name' not in message  # unchanged
   config = tiny()
   config.model.name, config.model.stage_sizes = 'resnetrs50', None
-  fails(config, workdir, "model.name saved 'resnetrs26', now 'resnetrs50'; model.stage_sizes "
+  fails(config, workdir, "model.name saved 'resnetrs14', now 'resnetrs50'; model.stage_sizes "
         'saved (1, 1, 1, 1), now (3, 4, 6, 3)')
 
 

@@ -1,8 +1,9 @@
 """One registry of model names; every variant is created by `create_model(name, **overrides)`.
 
 Block layouts per stage (C2..C5). 50-420 are the official ones (tensorflow/tpu resnet_model.py).
-The scaling study's depths 26, 300 and 400 are in the paper's appendix table, which no public
-code or config reproduces, so rs chooses them by a stated rule:
+14 is rs's small layout, one block per stage (3*4 + 2 = 14 layers: the embedded default and the
+tests). The scaling study's depths 26, 300 and 400 are in the paper's appendix table, which no
+public code or config reproduces, so rs chooses them by a stated rule:
   26:  (2, 2, 2, 2), the standard ResNet-26; 3*8 + 2 = 26 exactly.
   300: (4, 32, 59, 4), linear interpolation of C3 and C4 between RS-270 (4, 29, 53, 4) and
        RS-350 (4, 36, 72, 4) at (300-270)/(350-270), C2/C5 kept at 4 as in every RS >= 270;
@@ -18,6 +19,7 @@ from rs.models.resnet import ResNet
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 STAGE_SIZES = {
+    14: (1, 1, 1, 1),
     26: (2, 2, 2, 2),
     50: (3, 4, 6, 3),
     101: (3, 4, 23, 3),
