@@ -92,7 +92,9 @@ def get_config():
   # with batch statistics and store them (bn_momentum), while their scale and bias stay fixed.
   c.optimizer.freeze_bn_statistics = True
   c.label_smoothing = 0.1
-  c.ema_decay = 0.9999  # effective decay min(d, (1+t)/(10+t)); 0 makes 'ema' = raw weights
+  # Effective decay min(d, (1+t)/(10+t)); 0: no EMA (it would equal the raw weights), and
+  # evaluations score the raw weights alone.
+  c.ema_decay = 0.9999
 
   # Weights to start from (a directory written by rs.convert), when the workdir has no
   # checkpoint yet; the optimizer and step start afresh.

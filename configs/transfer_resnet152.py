@@ -24,5 +24,5 @@ def get_config():
   c.label_smoothing = 0.1
   c.optimizer.weight_decay = 4e-5
   c.optimizer.schedule = 'cosine'
-  c.ema_decay = 0.0  # no EMA: the 'ema' evaluation then equals the raw weights
+  c.ema_decay = 0.0  # no EMA: evaluations score the raw weights alone
   return c

@@ -1,13 +1,12 @@
 """The one place that talks to orbax: periodic async saves, keep-last-N, exact restore."""
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
-from etils import epath
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from rs import rundir
 from rs.errors import one_line
 from rs.state import path_name
 
@@ -22,11 +21,6 @@ def _plain_cpu_transfers() -> None:
   if jax.default_backend() == 'cpu':
     ocp.type_handlers.register_type_handler(
         jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
-
-
-def absolute(path: str) -> str:
-  """Local paths made absolute (orbax refuses relative ones); URLs such as gs:// kept."""
-  return path if '://' in path else os.path.abspath(path)
 
 
 class CheckpointError(RuntimeError):
@@ -95,7 +89,7 @@ class Checkpointer:
           # A save cut short (kill -9 mid-write) leaves <step>.orbax-checkpoint-tmp: never a
           # checkpoint, so removed on the next start.
           cleanup_tmp_directories=True)
-    self.directory = epath.Path(absolute(directory))
+    self.directory = rundir.path(directory)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=('state', 'fingerprint'))
 
@@ -218,7 +212,7 @@ def abstract_like(tree, sharding):
 def save_tree(path: str, tree) -> None:
   """Writes `tree` (arrays on any devices) as an orbax checkpoint at `path`, replacing one."""
   _plain_cpu_transfers()
-  path = epath.Path(absolute(path))
+  path = rundir.path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as saver:
     saver.save(path, tree, force=True)
@@ -227,7 +221,7 @@ def save_tree(path: str, tree) -> None:
 def tree_metadata(path: str):
   """The saved tree's shapes and dtypes (jax.ShapeDtypeStruct leaves), from the files alone."""
   with ocp.StandardCheckpointer() as reader:
-    metadata = reader.metadata(epath.Path(absolute(path)))
+    metadata = reader.metadata(rundir.path(path))
   tree = getattr(metadata, 'item_metadata', metadata)
   tree = getattr(tree, 'tree', tree)
   return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree)
@@ -241,5 +235,5 @@ def restore_tree(path: str, sharding: jax.sharding.Sharding):
   devices without a target.
   """
   with ocp.StandardCheckpointer() as loader:
-    return loader.restore(epath.Path(absolute(path)),
+    return loader.restore(rundir.path(path),
                           abstract_like(tree_metadata(path), sharding))

@@ -180,7 +180,7 @@ def main(argv):
     raise app.UsageError('give --checkpoint=PATH and --out=DIR')
   overrides = {}
   if f.stage_sizes:
-    overrides['stage_sizes'] = tuple(int(n) for n in f.stage_sizes)
+    overrides['stage_sizes'] = f.stage_sizes  # create_model makes it a tuple of ints
   if f.width_multiplier:
     overrides['width_multiplier'] = f.width_multiplier
   try:

@@ -10,6 +10,7 @@ Prints top-1/top-5 and the loss over the whole split as one JSON line.
 """
 import dataclasses
 import json
+import logging
 import sys
 
 import jax
@@ -20,6 +21,7 @@ from ml_collections import config_flags
 from rs import programs, sharding, train, weights
 from rs.data import pipeline as pipeline_lib
 from rs.data.eval_input import EvalInput
+from rs.models import architecture
 
 
 def evaluate_weights(weights_dir: str, config: ml_collections.ConfigDict | None = None,
@@ -32,13 +34,19 @@ def evaluate_weights(weights_dir: str, config: ml_collections.ConfigDict | None 
   mesh = mesh or sharding.create_mesh()
   variables, description = weights.load(weights_dir, sharding.replicated(mesh))
   dataset = dict(description.dataset or {})
-  spec, manual_dir, train_split = description.input, None, 'train'
+  spec, manual_dir, dtype = description.input, None, 'float32'
   if config is not None:
     d = config.data
-    dataset = {'name': d.name, 'eval_split': d.eval_split, 'data_dir': d.data_dir}
+    dataset = {'name': d.name, 'train_split': d.train_split, 'eval_split': d.eval_split,
+               'data_dir': d.data_dir}
     spec = EvalInput.from_config(config, description.input.channels)
-    manual_dir, train_split = d.manual_dir, d.train_split
+    manual_dir, dtype = d.manual_dir, config.dtype
     batch_size = batch_size or config.eval_batch_size
+    built = (config.model.name, architecture.of_config(config.model))
+    if built != (description.model, description.architecture):
+      logging.warning('The config builds %s %s, the weights are %s %s: evaluating the weights '
+                      "(model.json's network).", *built, description.model,
+                      description.architecture)
   name = data or dataset.get('name')
   if not name:
     raise weights.WeightsError(f'{weights_dir}/model.json names no dataset: give --data (and '
@@ -50,13 +58,14 @@ def evaluate_weights(weights_dir: str, config: ml_collections.ConfigDict | None 
     spec = dataclasses.replace(spec, image_size=image_size)
   batch_size = batch_size or 8 * mesh.size
   sharding.check_batch_size('eval_batch_size', batch_size, mesh)
-  pipeline = pipeline_lib.eval_pipeline(name, split, spec, batch_size, data_dir, manual_dir,
-                                        train_split=train_split)
+  pipeline = pipeline_lib.eval_pipeline(
+      name, split, spec, batch_size, data_dir, manual_dir,
+      train_split=dataset.get('train_split') or 'train', class_names=description.class_names)
   if pipeline.num_classes != description.num_classes:
     raise weights.WeightsError(f'{name} {split} has {pipeline.num_classes} classes, the weights '
                                f'{description.num_classes}: evaluate on the dataset they were '
                                'trained for (--data)')
-  eval_fn = programs.build_eval(description.build(), spec.mean, spec.std, mesh)
+  eval_fn = programs.build_eval(description.build(dtype), spec.mean, spec.std, mesh)
   return train.evaluate(eval_fn, {'': variables}, pipeline, mesh)
 
 

@@ -46,9 +46,6 @@ class ExportError(ValueError):
   """The workdir, the checkpoint or --out cannot give an export (one line naming the fix)."""
 
 
-def _path(path: str) -> epath.Path:
-  return epath.Path(checkpoint.absolute(path))
-
 
 def _one_device() -> jax.sharding.Sharding:
   return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -80,7 +77,7 @@ def describe_run(workdir: str, config, variables) -> weights_lib.Description:
   """What the run trained: its workdir/model.json (written by rs.train when it started). Runs
   from before that file describe themselves from config.json, the variables and the dataset
   (its class names where it can still be read)."""
-  if (_path(workdir) / 'model.json').exists():
+  if (rundir.path(workdir) / 'model.json').exists():
     return weights_lib.read(workdir)
   num_classes = int(np.shape(variables['params']['head']['kernel'])[-1])
   names = sources.class_names(config.data.name, config.data.data_dir,
@@ -92,7 +89,7 @@ def describe_run(workdir: str, config, variables) -> weights_lib.Description:
 
 def _check_writable(out: str) -> None:
   """--out can take an export: a new or empty directory, or an earlier export to replace."""
-  path = _path(out)
+  path = rundir.path(out)
   try:
     if path.exists():
       if not path.is_dir():
@@ -126,14 +123,14 @@ def export(workdir: str, out: str, weights: str = 'ema', serving: bool = False,
   prefix = 'ema_' if weights == 'ema' else ''
   variables = {'params': state[f'{prefix}params'], 'batch_stats': state[f'{prefix}batch_stats']}
   description = dataclasses.replace(describe_run(workdir, config, variables), source={
-      'tool': 'rs.export', 'workdir': checkpoint.absolute(workdir), 'step': int(step),
+      'tool': 'rs.export', 'workdir': str(rundir.path(workdir)), 'step': int(step),
       'weights': weights, 'train_dtype': config.get('dtype')})
   model = description.build()
   weights_lib.check_fits(model, variables, description.input.channels, f'the {weights} weights')
-  if (_path(out) / 'serving').exists():  # an earlier export's: never leave a stale one
-    (_path(out) / 'serving').rmtree()
+  if (rundir.path(out) / 'serving').exists():  # an earlier export's: never leave a stale one
+    (rundir.path(out) / 'serving').rmtree()
   weights_lib.save(out, variables, description)
-  (_path(out) / 'config.json').write_text((_path(workdir) / 'config.json').read_text())
+  (rundir.path(out) / 'config.json').write_text((rundir.path(workdir) / 'config.json').read_text())
   if serving or saved_model:
     write_serving(out, model, variables, description, saved_model)
   return description
@@ -195,7 +192,7 @@ def write_serving(out: str, model, variables, description: weights_lib.Descripti
   """out/serving/model.jax_export, with `saved_model` out/serving/saved_model/ too, and
   out/serving/serving.json (what calling them needs)."""
   exported = serving_export(model, variables, description)
-  directory = _path(out) / 'serving'
+  directory = rundir.path(out) / 'serving'
   directory.mkdir(parents=True, exist_ok=True)
   (directory / SERVING_FILE).write_bytes(bytes(exported.serialize()))
   if saved_model:
@@ -220,7 +217,7 @@ def write_serving(out: str, model, variables, description: weights_lib.Descripti
 def load_serving(directory: str):
   """(call, serving.json) of an export's serving artifact: call(uint8 images (b, S, S, C))
   -> {'logits', 'probabilities'}, with any batch size b, on the default device."""
-  serving = _path(directory) / 'serving'
+  serving = rundir.path(directory) / 'serving'
   if not (serving / SERVING_FILE).exists():
     raise ExportError(f'{serving / SERVING_FILE} does not exist: export with --serving')
   exported = jax.export.deserialize(bytearray((serving / SERVING_FILE).read_bytes()))

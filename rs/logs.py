@@ -1,5 +1,7 @@
 """What rs's commands show in their logs: rs's own lines, and of its libraries' only what matters."""
 import logging
+import os
+import sys
 
 
 class _LibraryFilter(logging.Filter):
@@ -20,3 +22,23 @@ def quiet_library_logs(level: int = logging.WARNING) -> None:
   The trainer keeps library warnings (WARNING); commands whose output is a result line
   (rs.export, rs.predict) keep only their errors (ERROR). rs's own lines all stay."""
   logging.getLogger('absl').addFilter(_LibraryFilter(level))
+
+
+def import_tensorflow_quietly():
+  """TensorFlow for a command whose output is a result (rs.predict), with its own logging
+  quiet: its import logs four lines (oneDNN, absl's 'before InitializeLog') whatever
+  TF_CPP_MIN_LOG_LEVEL says (TF 2.21), so stderr is closed meanwhile (an ImportError still
+  shows, raised after stderr is back); its C++ log, which repeats each decoder failure, and
+  its Python deprecation notices (resize_bicubic's) are kept to errors."""
+  os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+  sys.stderr.flush()
+  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    import tensorflow as tf
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+  tf.get_logger().setLevel('ERROR')
+  return tf

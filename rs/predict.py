@@ -32,7 +32,6 @@ tinca', ...; rs.export the run's dataset's); else 'class 7'.
 import dataclasses
 import json
 import logging
-import os
 import sys
 
 import jax
@@ -108,31 +107,14 @@ def define_flags():
   flags.DEFINE_bool('json', False, 'One JSON object per image instead of text.')
 
 
-def _import_tensorflow_quietly():
-  """TensorFlow, imported with stderr closed: its import logs four lines (oneDNN, absl's
-  'before InitializeLog') whatever TF_CPP_MIN_LOG_LEVEL says (TF 2.21), which would bury the
-  one-line messages. An ImportError still shows (raised after stderr is back)."""
-  sys.stderr.flush()
-  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-  os.dup2(devnull, 2)
-  try:
-    import tensorflow as tf
-  finally:
-    os.dup2(saved, 2)
-    os.close(saved)
-    os.close(devnull)
-  return tf
-
-
 def main(argv):
   f = flags.FLAGS
   paths = argv[1:]
   if not f.checkpoint or not paths:
     raise app.UsageError('give --checkpoint=DIR and one or more image files')
   logs.quiet_library_logs(logging.ERROR)  # orbax logs each restore
-  tf = _import_tensorflow_quietly()
+  tf = logs.import_tensorflow_quietly()
   tf.config.set_visible_devices([], 'GPU')
-  tf.get_logger().setLevel('ERROR')  # resize_bicubic's deprecation notice
   try:
     predictor = Predictor(f.checkpoint, f.image_size, f.batch_size)
   except PredictError as e:
@@ -153,7 +135,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  # TF's C++ log repeats each decoder failure that the one-line messages above already name.
-  os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
   define_flags()
   app.run(main)

@@ -1,13 +1,14 @@
-"""The files of a run directory (a workdir; local or gs://), each with one writer and one
-reader here:
+"""The files of a run directory (a workdir; local or gs://):
 
   config.json      the resolved config (rs.train writes it when a run starts)
-  model.json       what the run trains and how it evaluates (rs.weights's format)
+  model.json       what the run trains and how it evaluates: rs.weights's description,
+                   written and read by rs.weights (write_description, read)
   eval.json        every evaluation, for tools that compare finished runs
   checkpoints/     orbax checkpoints of the whole training state (rs.checkpoint)
   tb/              TensorBoard event files (rs.metrics)
 
-All paths go through etils.epath, the one filesystem layer of rs.
+config.json and eval.json have their one writer and one reader here. All paths go through
+etils.epath (`path`), the one filesystem layer of rs.
 """
 import json
 import os

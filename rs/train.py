@@ -67,10 +67,14 @@ def start_from_weights(state, directory: str, sharding_, skip: str | None = None
   """`state` with its weights (raw and EMA) replaced by saved ones (rs.export's, rs.convert's),
   except those matching the regex `skip` (config.init_skip: e.g. a new classifier)."""
   initial = {'params': state.params, 'batch_stats': state.batch_stats}
-  saved, description = weights_lib.load(directory, check=False)  # merge names what differs
+  saved = weights_lib.read_variables(directory)  # merge names what differs from the network
   variables, report = transfer.merge(initial, saved, skip)
-  transfer.log_report(report, f'{directory} ({description.model}, '
-                              f'{description.source.get("tool")})')
+  try:
+    description = weights_lib.read(directory)
+    source = f'{directory} ({description.model}, {description.source.get("tool")})'
+  except weights_lib.WeightsError:  # the arrays are all a start needs
+    source = directory
+  transfer.log_report(report, source)
   variables = jax.device_put(variables, sharding_)
   # The EMA gets its own buffers: the train step donates every leaf of the state.
   copy = lambda tree: jax.tree.map(jnp.copy, tree)

@@ -249,9 +249,12 @@ def _check_init(config) -> None:
     if not init_from:
       _fail('init_from', init_from, 'set --config.init_from to a weights directory written by '
             'rs.export or rs.convert')
-    if not (epath.Path(init_from) / 'model.json').exists():
-      _fail('init_from', init_from, 'no model.json there: set --config.init_from to a weights '
-            'directory written by rs.export or rs.convert')
+    if not (epath.Path(init_from) / 'model.json').exists() or not (
+        epath.Path(init_from) / 'variables').exists():
+      hint = (' (this is a run directory: rs.export it first)'
+              if rundir.has_checkpoint(init_from) else '')
+      _fail('init_from', init_from, f'no model.json and variables there{hint}: set '
+            '--config.init_from to a weights directory written by rs.export or rs.convert')
   skip = _get(config, 'init_skip')
   if skip not in (None, _MISSING):
     try:

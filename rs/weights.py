@@ -6,8 +6,9 @@ A weights directory holds
                   and names, the evaluation input (rs.data.eval_input.EvalInput: size,
                   channels, normalisation, crop), the dataset it was made for, and where the
                   weights came from.
-Every producer writes it through `save` (rs.convert, rs.export, and a run's workdir/model.json
-through `describe`); every consumer reads it through `load` or `read` (rs.evaluate,
+Every producer writes it through `save` (rs.convert, rs.export; a run's workdir/model.json,
+made by `describe`, through `write_description`); every consumer reads it through `load` or
+`read` (rs.evaluate,
 rs.predict, rs.export's serving functions, `config.init_from`), and builds the network with
 `Description.build`, so weights evaluate and predict without the config that made them.
 
@@ -21,9 +22,8 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
 
-from rs import checkpoint
+from rs import checkpoint, rundir
 from rs.data import eval_input, sources
 from rs.errors import one_line
 from rs.models import DTYPES, architecture, create_model, official
@@ -43,7 +43,8 @@ class Description:
   num_classes: int
   input: eval_input.EvalInput
   class_names: tuple[str, ...] | None = None  # by label index; None: 'class 7'
-  dataset: dict | None = None  # {'name', 'eval_split', 'data_dir'}: what it was trained on
+  # {'name', 'train_split', 'eval_split', 'data_dir'}: what it was trained and evaluated on
+  dataset: dict | None = None
   source: dict = dataclasses.field(default_factory=dict)  # the producer and its provenance
 
   def __post_init__(self):
@@ -96,7 +97,8 @@ def describe(config, num_classes: int, channels: int, class_names=None,
       num_classes=int(num_classes),
       input=eval_input.EvalInput.from_config(config, channels, native_size),
       class_names=None if class_names is None else tuple(class_names),
-      dataset={'name': data.name, 'eval_split': data.eval_split, 'data_dir': data.data_dir},
+      dataset={'name': data.name, 'train_split': data.train_split, 'eval_split': data.eval_split,
+               'data_dir': data.data_dir},
       source=dict(source or {}))
 
 
@@ -108,13 +110,13 @@ def imagenet(model: str, arch: dict, image_size: int, num_classes: int = 1000,
   if channels == 1:
     mean, std = (sum(mean) / 3,), (sum(std) / 3,)
   return Description(
-      model=model, architecture=dict(arch), num_classes=num_classes,
+      model=model, architecture=architecture.from_json(arch), num_classes=num_classes,
       input=eval_input.EvalInput(image_size=image_size, channels=channels, mean=mean, std=std,
                                  method='center_crop', crop_padding=32),
       # A 1000-class network is ImageNet's; another class count, an unknown fine-tuned task.
       class_names=tuple(sources.imagenet_class_names()) if num_classes == 1000 else None,
-      dataset=({'name': 'imagenet2012', 'eval_split': 'validation', 'data_dir': None}
-               if num_classes == 1000 else None),
+      dataset=({'name': 'imagenet2012', 'train_split': 'train', 'eval_split': 'validation',
+                'data_dir': None} if num_classes == 1000 else None),
       source=dict(source or {}))
 
 
@@ -138,6 +140,7 @@ def _upgrade(meta: dict) -> dict:
     described['architecture'] = arch
     return described
   dataset = meta.get('dataset')
+  splits = _version_1_splits(meta)
   method = meta.get('preprocess') or ('resize' if meta.get('channels') == 1 else 'center_crop')
   names = meta.get('class_names')  # given: kept, so that a wrong count is an error
   if names is None:
@@ -151,21 +154,31 @@ def _upgrade(meta: dict) -> dict:
                 'crop_fraction': meta.get('eval_crop_fraction'),
                 'native_size': sources.NATIVE_SIZE.get(dataset) if method == 'resize' else None},
       'class_names': names,
-      'dataset': {'name': dataset, 'eval_split': None, 'data_dir': None} if dataset else None,
+      'dataset': {'name': dataset, **splits} if dataset else None,
       'source': {'tool': meta.get('source'), **{k: meta[k] for k in ('workdir', 'step', 'weights')
                                                 if k in meta}},
   }
 
 
-# Reading and writing.
+def _version_1_splits(meta: dict) -> dict:
+  """The splits and data_dir of the run a version-1 rs.export came from: its config.json where
+  the workdir is still readable, else the in-memory datasets' own test split."""
+  try:
+    data = rundir.read_config(meta['workdir']).data
+    return {'train_split': data.train_split, 'eval_split': data.eval_split,
+            'data_dir': data.data_dir}
+  except (KeyError, OSError, ValueError):  # no workdir recorded, gone, or unreadable
+    splits = sources.ARRAY_DATASETS.get(meta.get('dataset'))
+    return {'train_split': 'train', 'eval_split': splits[-1] if splits else None,
+            'data_dir': None}
 
-def _path(directory: str) -> epath.Path:
-  return epath.Path(checkpoint.absolute(directory))
+
+# Reading and writing.
 
 
 def read(directory: str) -> Description:
   """DIR/model.json; WeightsError when it is missing or unreadable."""
-  meta_file = _path(directory) / 'model.json'
+  meta_file = rundir.path(directory) / 'model.json'
   if not meta_file.exists():
     raise WeightsError(f'{directory} holds no rs weights (no model.json): give a directory '
                        'written by rs.export or rs.convert')
@@ -180,13 +193,13 @@ def read(directory: str) -> Description:
 
 def write_description(directory: str, description: Description) -> None:
   """DIR/model.json (DIR local or gs://; created if need be)."""
-  _path(directory).mkdir(parents=True, exist_ok=True)
-  (_path(directory) / 'model.json').write_text(json.dumps(description.to_json(), indent=2))
+  rundir.path(directory).mkdir(parents=True, exist_ok=True)
+  (rundir.path(directory) / 'model.json').write_text(json.dumps(description.to_json(), indent=2))
 
 
 def save(directory: str, variables, description: Description) -> None:
   """Writes DIR/variables and DIR/model.json (DIR local or gs://)."""
-  checkpoint.save_tree(str(_path(directory) / 'variables'), variables)
+  checkpoint.save_tree(str(rundir.path(directory) / 'variables'), variables)
   write_description(directory, description)
 
 
@@ -195,15 +208,21 @@ def load(directory: str, sharding: jax.sharding.Sharding | None = None,
   """(variables, description) of a weights directory, on `sharding` (default: one local
   device). With `check`, the variables must be exactly the described network's."""
   description = read(directory)
-  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  try:
-    variables = checkpoint.restore_tree(str(_path(directory) / 'variables'), sharding)
-  except Exception as e:  # missing or damaged array files: orbax/tensorstore raise many types
-    raise WeightsError(f'the arrays in {directory}/variables cannot be read ({type(e).__name__}:'
-                       f' {one_line(e)})') from None
+  variables = read_variables(directory, sharding)
   if check:
     check_fits(description.build(), variables, description.input.channels, directory)
   return variables, description
+
+
+def read_variables(directory: str, sharding: jax.sharding.Sharding | None = None) -> dict:
+  """The arrays of a weights directory alone, on `sharding` (default: one local device): what
+  starting a run from saved weights needs (rs.transfer compares them with the network)."""
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  try:
+    return checkpoint.restore_tree(str(rundir.path(directory) / 'variables'), sharding)
+  except Exception as e:  # missing or damaged array files: orbax/tensorstore raise many types
+    raise WeightsError(f'the arrays in {directory}/variables cannot be read ({type(e).__name__}:'
+                       f' {one_line(e)})') from None
 
 
 def shapes(model, channels: int) -> dict[str, tuple[tuple[int, ...], str]]:

@@ -222,8 +222,8 @@ def test_command_lines_convert_then_evaluate(tmp_path):
         f'--out={tmp_path}/bad', '--image_size=16')  # the registered (2, 2, 2, 2), full width
   last = error.value.stderr.strip().splitlines()[-1]
   assert last.startswith('rs.convert: ') and 'wrong --model' in last
+  # The config's data and evaluation input (its network is model.json's).
   out = run('rs.evaluate', '--config=configs/fashion_mnist.py', f'--weights={tmp_path}/w',
-            '--config.model.stage_sizes=(1,1,1,1)', '--config.model.width_multiplier=0.125',
             '--config.data.image_size=16', "--config.data.eval_split=test[:200]",
             '--config.eval_batch_size=100')
   result = json.loads(out.splitlines()[-1])

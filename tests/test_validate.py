@@ -75,7 +75,7 @@ def test_every_config_file_passes_on_one_device(name, tmp_path):
     config.data.data_dir = str(tmp_path / 'images')
     with pytest.raises(validate.ConfigError, match=r'^init_from=.*--config.init_from'):
       validate.check_config(config, one_device)
-    (tmp_path / 'weights').mkdir()
+    (tmp_path / 'weights' / 'variables').mkdir(parents=True)
     (tmp_path / 'weights' / 'model.json').write_text('{}')
     config.init_from = str(tmp_path / 'weights')
   validate.check_config(config, one_device)
@@ -367,3 +367,12 @@ def test_every_augment_the_pipelines_offer_is_accepted(tmp_path):
   validate.check_config(config, sharding.create_mesh())
   built = pipeline_lib.create_pipeline(config)
   assert isinstance(built, in_memory.InMemoryPipeline) and built.augment == 'none'
+
+
+def test_a_run_directory_is_no_init_from(tmp_path):
+  """A workdir holds a model.json too (rs.train's description), but no weights: named."""
+  workdir = str(tmp_path / 'source')
+  saved_run(workdir, tiny())
+  (tmp_path / 'source' / 'model.json').write_text('{}')
+  fails(tiny(init_from=workdir), str(tmp_path / 'run'), f'init_from={workdir!r}: no model.json '
+        'and variables there (this is a run directory: rs.export it first)')

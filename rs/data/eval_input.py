@@ -15,6 +15,7 @@ The pixels are then normalised on the device with `mean` and `std` (0..255 scale
 import dataclasses
 
 import numpy as np
+from etils import epath
 
 from rs.errors import one_line
 
@@ -50,7 +51,7 @@ class EvalInput:
     d = config.data
     return cls(image_size=int(d.image_size), channels=int(channels),
                mean=tuple(float(x) for x in d.mean), std=tuple(float(x) for x in d.std),
-               method='resize' if d.augment == 'pad_crop' else 'center_crop',
+               method='center_crop' if d.augment == 'inception_crop' else 'resize',
                crop_padding=int(d.get('eval_crop_padding', 32)),
                crop_fraction=d.get('eval_crop_fraction'),
                native_size=native_size)
@@ -76,9 +77,9 @@ class EvalInput:
     try:
       if self.method == 'resize':
         return self._resized(self._decode(image_bytes))
-      return tf_preprocess.eval_image_from_bytes(
-          tf.constant(image_bytes), self.image_size, self.crop_padding,
-          self.crop_fraction).numpy()
+      image = tf_preprocess.eval_image_from_bytes(
+          tf.constant(image_bytes), self.image_size, self.crop_padding, self.crop_fraction)
+      return (tf.image.rgb_to_grayscale(image) if self.channels == 1 else image).numpy()
     except tf.errors.OpError as e:
       why = tf_preprocess.decode_error(image_bytes) or one_line(e.message, limit=None)
       raise ImageError(why) from None
@@ -86,8 +87,7 @@ class EvalInput:
   def read(self, path: str) -> np.ndarray:
     """The image file at `path` as the network's input; ImageError (naming why) when unusable."""
     try:
-      with open(path, 'rb') as f:
-        image_bytes = f.read()
+      image_bytes = epath.Path(path).read_bytes()
     except OSError as e:
       raise ImageError(e.strerror or one_line(e, limit=None)) from None
     if not image_bytes:

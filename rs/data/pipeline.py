@@ -13,7 +13,6 @@ from typing import Iterator, Protocol
 
 import jax
 import numpy as np
-from etils import epath
 
 from rs.data import in_memory, preprocess, records, sources, streaming
 from rs.data.eval_input import EvalInput
@@ -53,17 +52,19 @@ def create_pipeline(config, prepare: bool = True) -> Pipeline:
   if d.augment not in in_memory.AUGMENTS:
     raise ValueError(f"data.augment={d.augment!r}: use 'inception_crop' (streamed, ImageNet "
                      "recipe), 'pad_crop' or 'none' (in-memory small images)")
-  train = sources.load_array_split(d.name, d.train_split, d.data_dir, d.manual_dir)
-  evaluation = sources.load_array_split(d.name, d.eval_split, d.data_dir, d.manual_dir)
-  resize = lambda s: dataclasses.replace(s, images=preprocess.resize(s.images, d.image_size))
-  return in_memory.InMemoryPipeline(resize(train), resize(evaluation), config.batch_size,
-                       config.eval_batch_size, config.seed, augment=d.augment,
-                       pad=d.crop_padding, prefetch=d.prefetch_batches,
-                       native_size=_square_side(train.images))
+  train, native_size = _in_memory_split(d.name, d.train_split, d.image_size, d.data_dir,
+                                        d.manual_dir)
+  evaluation, _ = _in_memory_split(d.name, d.eval_split, d.image_size, d.data_dir, d.manual_dir)
+  return in_memory.InMemoryPipeline(train, evaluation, config.batch_size, config.eval_batch_size,
+                                    config.seed, augment=d.augment, pad=d.crop_padding,
+                                    prefetch=d.prefetch_batches, native_size=native_size)
 
 
-def _square_side(images) -> int | None:
-  return images.shape[1] if images.shape[1] == images.shape[2] else None
+def _in_memory_split(name: str, split: str, image_size: int, data_dir, manual_dir):
+  """(the split held in memory, resized to image_size; the side of its own images, if square)."""
+  data = sources.load_array_split(name, split, data_dir, manual_dir)
+  side = data.images.shape[1] if data.images.shape[1] == data.images.shape[2] else None
+  return dataclasses.replace(data, images=preprocess.resize(data.images, image_size)), side
 
 
 def create_eval_pipeline(config) -> Pipeline:
@@ -77,25 +78,21 @@ def create_eval_pipeline(config) -> Pipeline:
 
 def eval_pipeline(name: str, split: str, spec: EvalInput, batch_size: int,
                   data_dir: str | None = None, manual_dir: str | None = None,
-                  train_split: str = 'train', bad_images: str = 'skip') -> Pipeline:
+                  train_split: str = 'train', bad_images: str = 'skip',
+                  class_names=None) -> Pipeline:
   """Evaluation batches of dataset `name`'s `split`, prepared as `spec` says (a weights
   directory's model.json, or a config's evaluation): 'resize' holds the split in memory,
-  'center_crop' streams it. A class-folder dataset numbers its classes by the folders of
-  `train_split` (the training run's order) where that folder exists."""
+  'center_crop' streams it. A class-folder dataset numbers its classes as `class_names` lists
+  them (a weights directory's), else by the folders of `train_split` (as training did)."""
   if spec.method == 'resize':
-    split_data = sources.load_array_split(name, split, data_dir, manual_dir)
-    native_size = _square_side(split_data.images)
-    split_data = dataclasses.replace(
-        split_data, images=preprocess.resize(split_data.images, spec.image_size))
-    return in_memory.InMemoryPipeline(None, split_data, batch_size, batch_size, seed=0, augment='none',
-                         native_size=native_size)
-  if name == 'folder':
-    classes_from = train_split.split('[')[0]
-    if not data_dir or not epath.Path(data_dir, classes_from).is_dir():
-      classes_from = split.split('[')[0]
-    source = records.FolderRecords(data_dir, classes_from)
-  else:
-    source = records.TfdsRecords(name, data_dir, manual_dir)
+    data, native_size = _in_memory_split(name, split, spec.image_size, data_dir, manual_dir)
+    return in_memory.InMemoryPipeline(None, data, batch_size, batch_size, seed=0,
+                                      augment='none', native_size=native_size)
+  if spec.channels != 3:
+    raise ValueError(f'the network reads {spec.channels}-channel images, and streamed datasets '
+                     'are decoded as RGB: evaluate it on an in-memory dataset (data.augment '
+                     "'pad_crop') or with rs.predict")
+  source = records.open_source(name, data_dir, manual_dir, train_split, class_names=class_names)
   return streaming.StreamingPipeline(
       source, split, split, spec.image_size, batch_size, batch_size,
       eval_crop_padding=spec.crop_padding, eval_crop_fraction=spec.crop_fraction,

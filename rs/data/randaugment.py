@@ -32,8 +32,8 @@ other ports (timm, torchvision):
 Differences from the official code that do not change results: randomness is stateless (a
 pure function of `seed`, for resumable input pipelines), the op choice is one `tf.switch_case`
 instead of 16 `tf.cond`s, and the geometric ops use `ImageProjectiveTransformV3`'s own
-constant fill instead of the official wrap/unwrap trick (see `_transform`). The fill value is
-a scalar (the official replace value is the same 128 in all three channels).
+constant fill instead of the official wrap/unwrap trick (see `projective_transform`). The
+fill value is a scalar (the official replace value is the same 128 in all three channels).
 
 Speed. The ops are formulated for TF's CPU kernels, since RandAugment is a large share of
 the host's work per image. rs.data.randaugment_plain keeps the direct transcription of each
@@ -381,7 +381,7 @@ def cutout(image, pad_size, center_h, center_w, replace=REPLACE):
 # nearest-neighbour rounding; outside the input the pixel is `replace`.
 
 
-def _transform(image, transform, replace):
+def projective_transform(image, transform, replace):
   """Apply one projective transform with nearest sampling and a constant fill.
 
   The official code appends a channel of ones, transforms with TF's constant fill of 0 and
@@ -411,19 +411,19 @@ def rotate(image, degrees, replace=REPLACE):
   cos, sin = tf.cos(radians), tf.sin(radians)
   x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2.0
   y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2.0
-  return _transform(image, [cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0], replace)
+  return projective_transform(image, [cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0], replace)
 
 
 def shear_x(image, level, replace=REPLACE):
   """Output (x, y) reads input (x + level * y, y): rows slide sideways, row 0 stays put."""
   level = tf.cast(level, tf.float32)
-  return _transform(image, [1.0, level, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], replace)
+  return projective_transform(image, [1.0, level, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], replace)
 
 
 def shear_y(image, level, replace=REPLACE):
   """Output (x, y) reads input (x, level * x + y): columns slide, column 0 stays put."""
   level = tf.cast(level, tf.float32)
-  return _transform(image, [1.0, 0.0, 0.0, level, 1.0, 0.0, 0.0, 0.0], replace)
+  return projective_transform(image, [1.0, 0.0, 0.0, level, 1.0, 0.0, 0.0, 0.0], replace)
 
 
 def _translate(image, pixels, axis, replace):
@@ -447,7 +447,8 @@ def _translate(image, pixels, axis, replace):
 
   def transform():
     offsets = [pixels, 0.0] if axis == 1 else [0.0, pixels]
-    return _transform(image, [1.0, 0.0, offsets[0], 0.0, 1.0, offsets[1], 0.0, 0.0], replace)
+    return projective_transform(image, [1.0, 0.0, offsets[0], 0.0, 1.0, offsets[1], 0.0, 0.0],
+                                replace)
 
   if isinstance(pixels, int) or (isinstance(pixels, tf.Tensor) and pixels.dtype.is_integer):
     out = shift(tf.cast(tf.clip_by_value(pixels, -size, size), tf.int32))

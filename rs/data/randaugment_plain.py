@@ -135,19 +135,20 @@ def rotate(image, degrees, replace=REPLACE):
   cos, sin = tf.cos(radians), tf.sin(radians)
   x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2.0
   y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2.0
-  return ra._transform(image, [cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0], replace)
+  return ra.projective_transform(image, [cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0],
+                                 replace)
 
 
 def translate_x(image, pixels, replace=REPLACE):
   """Output (x, y) reads input (x + pixels, y), through the projective transform."""
   pixels = tf.cast(pixels, tf.float32)
-  return ra._transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0], replace)
+  return ra.projective_transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0], replace)
 
 
 def translate_y(image, pixels, replace=REPLACE):
   """Output (x, y) reads input (x, y + pixels), through the projective transform."""
   pixels = tf.cast(pixels, tf.float32)
-  return ra._transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0], replace)
+  return ra.projective_transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0], replace)
 
 
 OP_FUNCTIONS = {

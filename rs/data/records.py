@@ -20,6 +20,8 @@ import numpy as np
 import tensorflow as tf
 from etils import epath
 
+from rs.data import sources
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
 
@@ -90,7 +92,7 @@ class TfdsRecords:
     self.image_key, self.label_key = info.supervised_keys or ('image', 'label')
     label = info.features[self.label_key]
     self.num_classes = label.num_classes
-    self.class_names = list(label.names) if getattr(label, 'names', None) else None
+    self.class_names = sources.label_names(name, label)
 
   def _check_split(self, split: str) -> None:
     base = split.split('[')[0]
@@ -151,14 +153,16 @@ def subfolders(path: str) -> list[str]:
 class FolderRecords:
   """Images in ROOT/SPLIT/CLASS/NAME.{jpg,jpeg,png,bmp,gif}; classes from `class_split`."""
 
-  def __init__(self, root: str, class_split: str = 'train'):
+  def __init__(self, root: str, class_split: str = 'train', class_names=None):
+    """Classes are numbered as `class_names` lists them (a trained network's), else as the
+    sorted folders of `class_split`."""
     if not root or not epath.Path(root).is_dir():
       raise FileNotFoundError(f'data.data_dir={root!r} is not a folder: for data.name=folder '
                               'point it at ROOT with ROOT/SPLIT/CLASS/image files')
     self.name = 'folder'
     self.root = root
-    self.classes = self.class_names = self._class_names(class_split)
-    self.num_classes = len(self.classes)
+    self.class_names = list(class_names) if class_names else self._class_names(class_split)
+    self.num_classes = len(self.class_names)
     self._files = {}
 
   def _split_dir(self, split: str) -> str:
@@ -180,14 +184,14 @@ class FolderRecords:
       path = self._split_dir(split)
       paths, labels = [], []
       for name in self._class_names(split):
-        if name not in self.classes:
+        if name not in self.class_names:
           raise ValueError(f'{path}/{name} is not a class of the training split '
-                           f'({len(self.classes)} classes from {self.root})')
+                           f'({len(self.class_names)} classes from {self.root})')
         folder = os.path.join(path, name)
         images = sorted(p.name for p in epath.Path(folder).iterdir()
                         if p.name.lower().endswith(IMAGE_EXTENSIONS))
         paths += [os.path.join(folder, f) for f in images]
-        labels += [self.classes.index(name)] * len(images)
+        labels += [self.class_names.index(name)] * len(images)
       if not paths:
         raise ValueError(f'no {"/".join(IMAGE_EXTENSIONS)} files under {path}/CLASS/')
       self._files[split] = (np.array(paths), np.array(labels, np.int32))
@@ -220,11 +224,14 @@ def _checked(record: dict, check) -> dict:
   return record if check is None else record | {'ok': check(record['image'], record['path'])}
 
 
-def open_source(data, prepare: bool = False):
-  """The record source `data` (a config's data section) names."""
-  if data.name == 'folder':
-    if not data.data_dir:
+def open_source(name: str, data_dir: str | None = None, manual_dir: str | None = None,
+                train_split: str = 'train', prepare: bool = False, class_names=None):
+  """The record source of dataset `name`: its class folders under `data_dir` (classes
+  numbered as `class_names` lists them, else by the folders of `train_split`), or a tfds
+  dataset (prepared first if asked)."""
+  if name == 'folder':
+    if not data_dir:
       raise ValueError('data.name=folder needs --config.data.data_dir=ROOT '
                        '(ROOT/SPLIT/CLASS/image files)')
-    return FolderRecords(data.data_dir, data.train_split.split('[')[0])
-  return TfdsRecords(data.name, data.data_dir, data.manual_dir, prepare)
+    return FolderRecords(data_dir, train_split.split('[')[0], class_names)
+  return TfdsRecords(name, data_dir, manual_dir, prepare)

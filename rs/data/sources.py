@@ -70,9 +70,10 @@ def _load_tfds(name: str, split: str, data_dir: str | None) -> ArraySplit:
   arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
   images = arrays['image']
   label = builder.info.features['label']
+  names = label_names(name, label)
   return ArraySplit(images if images.ndim == 4 else images[..., None],
                     arrays['label'].astype(np.int32), num_classes=label.num_classes,
-                    class_names=tuple(label.names) if getattr(label, 'names', None) else None)
+                    class_names=None if names is None else tuple(names))
 
 
 def parse_split(split: str) -> tuple[str, slice]:
@@ -133,7 +134,20 @@ def imagenet_class_names() -> list[str]:
       return list(labels.IMAGENET_LABELS_LIST)
   except ImportError:
     pass
-  return tfds_label_names('imagenet2012') or [f'class {i}' for i in range(IMAGENET_CLASSES)]
+  try:  # the WordNet ids
+    import tensorflow_datasets as tfds
+    return list(tfds.builder('imagenet2012').info.features['label'].names)
+  except Exception:  # tfds missing, or its imagenet2012 code moved
+    return [f'class {i}' for i in range(IMAGENET_CLASSES)]
+
+
+def label_names(name: str, feature) -> list[str] | None:
+  """Class names of tfds dataset `name` from its label feature: ImageNet's readable lemmas
+  (tfds names its classes by WordNet id), else the feature's names; None where it has none."""
+  if name.split(':')[0].split('/')[0] == 'imagenet2012':
+    return imagenet_class_names()
+  names = getattr(feature, 'names', None)
+  return list(names) if names else None
 
 
 def tfds_label_names(name: str, data_dir: str | None = None) -> list[str] | None:
@@ -145,8 +159,7 @@ def tfds_label_names(name: str, data_dir: str | None = None) -> list[str] | None
   except Exception:  # not a tfds name, tfds missing, data_dir unreadable
     return None
   label = (info.supervised_keys or ('image', 'label'))[1]
-  feature = info.features[label] if label in info.features else None
-  return list(feature.names) if hasattr(feature, 'names') else None
+  return label_names(name, info.features[label]) if label in info.features else None
 
 
 def class_names(name: str | None, data_dir: str | None = None,
@@ -158,14 +171,12 @@ def class_names(name: str | None, data_dir: str | None = None,
     return None
   if name in CLASS_NAMES:
     return list(CLASS_NAMES[name])
-  if name.split(':')[0].split('/')[0] == 'imagenet2012':
-    return imagenet_class_names()
   if name == 'folder':
     from rs.data import records
     if not data_dir:
       return None
     try:
-      return records.FolderRecords(data_dir, train_split.split('[')[0]).classes
+      return records.FolderRecords(data_dir, train_split.split('[')[0]).class_names
     except (OSError, ValueError):  # the folder has gone or changed
       return None
   return tfds_label_names(name, data_dir)

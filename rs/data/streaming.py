@@ -311,7 +311,8 @@ def create(config, prepare: bool = False) -> StreamingPipeline:
   """The streaming pipeline of a config (data.name: a tfds name, or 'folder')."""
   d = config.data
   return StreamingPipeline(
-      records.open_source(d, prepare), d.train_split, d.eval_split, d.image_size,
+      records.open_source(d.name, d.data_dir, d.manual_dir, d.train_split, prepare),
+      d.train_split, d.eval_split, d.image_size,
       config.batch_size, config.eval_batch_size, config.seed,
       randaugment_layers=d.randaugment_layers, randaugment_magnitude=d.randaugment_magnitude,
       randaugment_contrast_mean=d.randaugment_contrast_mean, resize_method=d.resize_method,

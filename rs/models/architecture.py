@@ -2,7 +2,7 @@
 section builds, and the smallest input the built network can take.
 
 Used by rs.weights (what model.json records), rs.validate (a resume must build the saved
-parameters; the image must be large enough), rs.programs and rs.tools.benchmark.
+parameters; the image must be large enough), rs.evaluate and rs.tools.benchmark.
 """
 import dataclasses
 import functools
@@ -24,8 +24,8 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(resnet.ResNet)
 
 
 def _normal(field: str, value):
-  """Values as create_model stores them: stage_sizes a tuple of ints."""
-  return tuple(int(n) for n in value) if field == 'stage_sizes' and value is not None else value
+  """Values as create_model stores them (registry.stage_tuple)."""
+  return registry.stage_tuple(value) if field == 'stage_sizes' else value
 
 
 def registered(name: str) -> dict:

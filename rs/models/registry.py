@@ -46,5 +46,11 @@ def create_model(name: str, **overrides) -> ResNet:
   if name not in MODELS:
     raise ValueError(f'Unknown model {name!r}; registered: {", ".join(sorted(MODELS))}')
   fields = {**MODELS[name], **overrides}
-  fields['stage_sizes'] = tuple(int(n) for n in fields['stage_sizes'])  # lists from JSON, flags
+  fields['stage_sizes'] = stage_tuple(fields['stage_sizes'])
   return ResNet(**fields)
+
+
+def stage_tuple(stage_sizes) -> tuple[int, ...] | None:
+  """Block counts as the network stores them: a tuple of ints (configs, JSON and flags give
+  lists or strings of digits)."""
+  return None if stage_sizes is None else tuple(int(n) for n in stage_sizes)
