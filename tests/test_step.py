@@ -32,6 +32,18 @@ def make(config, mesh, num_classes=10):
   return training.model, state, training.train_fn
 
 
+@pytest.fixture(scope='module')
+def eight_devices():
+  """The tiny config's programs on the 8 devices, compiled once for the tests below; each
+  test starts from its own fresh state (`init()`)."""
+  from conftest import tiny_config
+  mesh = sharding.create_mesh()
+  schedule = optim.learning_rate_schedule(tiny_config().optimizer, 32, 2, 10, 10.0)
+  training = programs.build_training(tiny_config(), mesh, 10, (16, 16, 1), schedule)
+  init = jax.jit(training.init, out_shardings=training.state_sharding)
+  return mesh, training, lambda: init(jax.random.key(0))
+
+
 def fake_batch(n, seed=0):
   rng = np.random.default_rng(seed)
   return {'image': rng.integers(0, 256, (n, 16, 16, 1), dtype=np.uint8),
@@ -48,11 +60,11 @@ def test_bfloat16_compute_keeps_float32_state_and_loss(tiny):
   assert metrics['loss'].dtype == jnp.float32 and np.isfinite(float(metrics['loss']))
 
 
-def test_state_is_donated_and_replicated(tiny):
-  mesh = sharding.create_mesh()
-  _, state, train = make(tiny(), mesh)
+def test_state_is_donated_and_replicated(eight_devices):
+  mesh, training, init = eight_devices
+  state = init()
   old = state.params['head']['kernel']
-  state, _ = train(state, sharding.to_global(fake_batch(32), mesh))
+  state, _ = training.train_fn(state, sharding.to_global(fake_batch(32), mesh))
   assert old.is_deleted()  # its buffer was reused for the new state
   assert state.params['head']['kernel'].sharding.is_fully_replicated
 
@@ -63,28 +75,27 @@ def test_batch_must_divide_over_devices():
     sharding.check_batch_size('batch_size', 30, mesh)
 
 
-def test_ema_tracks_params_with_official_decay(tiny):
-  mesh = sharding.create_mesh()
-  _, state, train = make(tiny(ema_decay=0.9999), mesh)
+def test_ema_tracks_params_with_official_decay(eight_devices):
+  mesh, training, init = eight_devices
+  state = init()
   p0 = np.asarray(state.params['head']['kernel'])
-  state, _ = train(state, sharding.to_global(fake_batch(32), mesh))
+  state, _ = training.train_fn(state, sharding.to_global(fake_batch(32), mesh))
   p1 = np.asarray(state.params['head']['kernel'])
-  # First update: decay min(0.9999, 1/10) = 0.1.
+  # First update: decay min(0.999, 1/10) = 0.1 (the tiny config's EMA decay is 0.999).
   np.testing.assert_allclose(state.ema_params['head']['kernel'], 0.1 * p0 + 0.9 * p1, rtol=1e-5,
                              atol=1e-7)
 
 
-def test_eval_step_counts_only_unmasked_examples(tiny):
+def test_eval_step_counts_only_unmasked_examples(eight_devices, tiny):
   config = tiny()
-  mesh = sharding.create_mesh()
-  model, state, _ = make(config, mesh)
+  mesh, training, init = eight_devices
+  state = init()
   batch = fake_batch(16)
   batch['mask'] = np.array([1] * 11 + [0] * 5, np.float32)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  eval_fn = programs.build_eval(model, config.data.mean, config.data.std, mesh)
-  sums = eval_fn(variables, sharding.to_global(batch, mesh))
-  logits = model.apply(variables, step.normalize(batch['image'], config.data.mean,
-                                                 config.data.std))
+  sums = training.eval_fn(variables, sharding.to_global(batch, mesh))
+  logits = training.model.apply(variables, step.normalize(batch['image'], config.data.mean,
+                                                          config.data.std))
   correct = np.argmax(np.asarray(logits), -1) == batch['label']
   assert float(sums['count']) == 11
   assert float(sums['top1']) == correct[:11].sum()
