@@ -2,7 +2,7 @@
 # How configs/fashion_mnist.py's weight decay and epochs were chosen: on a held-out minival
 # (the last 6,000 training images), never on the test split. Each run trains on the first
 # 54,000 training images and evaluates on the other 6,000; the test split is not read.
-#   bash scripts/tune_fashion_mnist.sh [RUNS_DIR]     # ~1 hour on a 2-core CPU
+#   bash scripts/tune_fashion_mnist.sh [RUNS_DIR]     # ~2 hours on a 2-core CPU (6 runs)
 # Prints one line per run: weight decay, epochs, final minival top-1 (EMA and raw).
 set -euo pipefail
 cd "$(dirname "$0")/.."
