@@ -7,7 +7,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from rs import rundir
-from rs.errors import one_line
+from rs.errors import UserError, one_line
 from rs.state import path_name
 
 
@@ -23,7 +23,7 @@ def _plain_cpu_transfers() -> None:
         jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
   """No checkpoint in the directory can be restored."""
 
 

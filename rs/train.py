@@ -21,6 +21,7 @@ import ml_collections
 
 from rs import checkpoint, memory, metrics, optim, preemption, rundir, sharding, transfer
 from rs import validate
+from rs.errors import UserError
 from rs import weights as weights_lib
 from rs.data import pipeline as pipeline_lib
 from rs.programs import build_training
@@ -83,7 +84,7 @@ def start_from_weights(state, directory: str, sharding_, skip: str | None = None
                        ema_batch_stats=copy(variables['batch_stats']))
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(UserError, FloatingPointError):
   """A step's loss or gradient was NaN or infinite (config.on_nonfinite='stop')."""
 
 
@@ -115,6 +116,25 @@ class Schedule:
   def of(cls, config, steps_per_epoch: float) -> 'Schedule':
     return cls(steps_per_epoch, *(optim.steps_for(config, name, steps_per_epoch)
                                   for name in ('train', 'warmup', 'eval_every')))
+
+
+def finished_evaluation(workdir: str, step: int, steps: Schedule, evaluate_now) -> dict:
+  """The evaluation of a run already at or past the schedule's end: the one eval.json holds
+  for its step (so the log and eval.json agree), else `evaluate_now()`, then written there."""
+  if step > steps.total:
+    logging.warning('The workdir is at step %d, past the %d steps this config trains: nothing '
+                    'is trained, and the evaluation at step %d is reported. To train %d steps, '
+                    'use a new --workdir.', step, steps.total, step, steps.total)
+  saved = [e for e in rundir.read_evals(workdir) if e['step'] == step]
+  if saved:
+    result = {k: v for k, v in saved[0].items() if k not in ('step', 'epoch')}
+    logging.info('Nothing left to train: the evaluation at step %d, from %s.', step,
+                 rundir.EVAL_FILE)
+  else:
+    result = evaluate_now()
+    rundir.write_eval(workdir, step, step / steps.steps_per_epoch, result)
+  metrics.log_line('eval', step, result)
+  return result
 
 
 def describe(config, pipeline) -> weights_lib.Description:
@@ -171,10 +191,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           state = start_from_weights(state, config.init_from, training.state_sharding,
                                      config.init_skip)
 
-    if start_step >= steps.total:  # a finished workdir: report its evaluation
-      result = evaluate(training.eval_fn, weight_sets(state, config), pipeline, mesh)
-      metrics.log_line('eval', start_step, result)
-      return result
+    if start_step >= steps.total:  # nothing left to train: report the run's evaluation
+      return finished_evaluation(workdir, start_step, steps, lambda: evaluate(
+          training.eval_fn, weight_sets(state, config), pipeline, mesh))
 
     # Compile on the first batch and check the step fits the device before running it.
     batches = pipeline.train_iter(start_step)

@@ -14,11 +14,11 @@ from etils import epath
 
 from rs import models, optim, rundir, sharding, transfer
 from rs.data import sources
-from rs.errors import one_line
+from rs.errors import UserError, one_line
 from rs.models import architecture, convolution, registry, resnet
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A bad config value, dataset or workdir, found before the run starts."""
 
 
@@ -215,15 +215,22 @@ def _check_durations(config) -> None:
 
 
 def _check_image_size(config) -> None:
+  check_image_size(models.create_model(config.model.name, **architecture.resolved(config.model)),
+                   config.model.name, config.data.image_size, 'config.data.image_size',
+                   field='data.image_size')
+
+
+def check_image_size(model, name: str, size, flag: str = 'image_size',
+                     field: str | None = None) -> None:
   """The image must be large enough for the network's downsampling, read off the network
-  itself (rs.models.architecture.min_image_size)."""
-  model = models.create_model(config.model.name, **architecture.resolved(config.model))
-  size, smallest = config.data.image_size, architecture.min_image_size(model)
-  stride = architecture.total_stride(model)
-  if size < smallest:
-    _fail('data.image_size', size, f'too small for {config.model.name}: it shrinks its input '
-          f'{stride}x, and its last stride-2 layer needs at least 2x2 pixels, so the image '
-          f'needs at least {smallest} px; raise --config.data.image_size')
+  itself (rs.models.architecture.min_image_size); `flag` names where the size was given (a
+  config `field`: the message starts with it, as every config check's does)."""
+  smallest = architecture.min_image_size(model)
+  if not _is_int(size) or size < smallest:
+    stride = architecture.total_stride(model)
+    raise ConfigError(f'{field or "--" + flag}={size!r}: too small for {name}: it shrinks its input '
+                      f'{stride}x, and its last stride-2 layer needs at least 2x2 pixels, so '
+                      f'the image needs at least {smallest} px; raise --{flag}')
 
 
 def _check_batches(config, mesh) -> None:
