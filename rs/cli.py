@@ -178,13 +178,7 @@ def explain_flag_error(error: Exception, argv: list[str]) -> str:
     for match in overrides:
       if match[2] not in _fields(config):
         return _unknown_field(name, match[2], config)
-  text = one_line(error, limit=None)
-  text = text.removeprefix('flag ')
-  if isinstance(error, flags.Error) and 'Unknown command line flag' in text and (
-      'Did you mean' not in text):
-    wrong = re.search(r"flag '(\w+)'", text)
-    known = list(flags.FLAGS._flags())  # pylint: disable=protected-access
-    close = difflib.get_close_matches(wrong[1], known, n=1) if wrong else []
-    if close:
-      text += f'; did you mean --{close[0]}?'
-  return text + ' (--helpfull lists the flags)'
+  text = one_line(error, limit=None).removeprefix('flag ')
+  if 'Unknown command line flag' in text:
+    text += ' (--helpfull lists the flags)'
+  return text

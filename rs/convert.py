@@ -15,6 +15,7 @@ anything missing, left over or misshapen is an error that names it, so nothing i
 silently left at its random initial value.
 """
 import json
+import logging
 import os
 import re
 from typing import Any, Mapping
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from rs import cli, weights
+from rs import cli, logs, weights
 from rs.errors import UserError, one_line
 from rs.models import create_model, registry
 
@@ -90,10 +91,10 @@ def from_timm(state_dict: Mapping[str, Any], model_name: str, **overrides) -> di
            for k, v in state_dict.items()}
   if 'fc.weight' not in state:
     if any(k.startswith(('conv1.', 'layer1.')) for k in state):
-      raise ConversionError('the checkpoint is a timm ResNet without its classifier (no '
-                            'fc.weight; timm num_classes=0): save it with a head, or '
-                            'train one from it with --config.init_skip=^head/ after converting '
-                            'a headed checkpoint')
+      raise ConversionError("the checkpoint is a timm ResNet without its classifier (no "
+                            "fc.weight: timm's num_classes=0); convert one saved with its "
+                            "classifier, then fine-tune a new head with "
+                            "--config.init_skip='^head/'")
     raise ConversionError('the checkpoint has neither fc.weight nor conv1/layer1 tensors: not a '
                           'timm ResNet state dict')
   overrides.setdefault('num_classes', state['fc.weight'].shape[0])
@@ -201,6 +202,7 @@ def main(argv):
   f = flags.FLAGS
   if not f.checkpoint or not f.out:
     raise app.UsageError('give --checkpoint=PATH and --out=DIR')
+  logs.quiet_library_logs(logging.ERROR)  # orbax logs each step of a save
   overrides = {}
   if f.stage_sizes:
     overrides['stage_sizes'] = f.stage_sizes  # create_model makes it a tuple of ints

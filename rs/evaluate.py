@@ -17,7 +17,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from rs import cli, programs, sharding, train, validate, weights
+from rs import cli, logs, programs, sharding, train, validate, weights
 from rs.data import pipeline as pipeline_lib
 from rs.data.eval_input import EvalInput
 from rs.models import architecture
@@ -88,7 +88,8 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  import tensorflow as tf
+  logs.quiet_library_logs(logging.ERROR)  # orbax logs each step of a restore
+  tf = logs.import_tensorflow_quietly()
   tf.config.set_visible_devices([], 'GPU')
   f = flags.FLAGS
   result = evaluate_weights(f.weights, f.config, f.data, f.split, f.data_dir, f.image_size,

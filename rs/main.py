@@ -37,12 +37,14 @@ def on_cloud_tpu_vm() -> bool:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from rs import logs, sharding, train
+  from rs import logs, sharding
   sharding.request_cpu_devices(flags.FLAGS.cpu_devices)  # before JAX starts its backends
   logs.quiet_library_logs()
-  # TensorFlow only feeds data here: keep it off any accelerator JAX wants.
-  import tensorflow as tf
+  # TensorFlow only feeds data here: imported first and quietly (its import prints C++ log
+  # lines), and kept off any accelerator JAX wants.
+  tf = logs.import_tensorflow_quietly()
   tf.config.set_visible_devices([], 'GPU')
+  from rs import train
   distributed = flags.FLAGS.distributed
   if distributed is None:
     distributed = on_cloud_tpu_vm()

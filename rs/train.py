@@ -133,7 +133,7 @@ def finished_evaluation(workdir: str, step: int, steps: Schedule, evaluate_now) 
   else:
     result = evaluate_now()
     rundir.write_eval(workdir, step, step / steps.steps_per_epoch, result)
-  metrics.log_line('eval', step, result)
+  metrics.log_eval(step, result)
   return result
 
 
@@ -150,6 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   `mesh` defaults to every device of every host on one data-parallel axis.
   """
+  started = time.monotonic()
   mesh = mesh or sharding.create_mesh()
   # Everything that can be wrong with the config, the data or the workdir fails here, in one
   # line, before anything is compiled or written.
@@ -159,22 +160,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     pipeline = pipeline_lib.create_pipeline(config)
     steps = Schedule.of(config, pipeline.steps_per_epoch)  # streamed: counts the split
     validate.check_durations(config, pipeline.steps_per_epoch)
-  rundir.write_config(workdir, config)
-  if jax.process_index() == 0:
-    weights_lib.write_description(workdir, describe(config, pipeline))
-  logging.info('%d devices, %d hosts; %.1f steps per epoch; %d steps in all.',
-               jax.device_count(), jax.process_count(), steps.steps_per_epoch, steps.total)
+  validate.check_channels(config, pipeline.image_shape[-1])
+  validate.check_init_fits(config, pipeline.num_classes, pipeline.image_shape)
 
-  # The programs: model, optimizer, state (created directly with its sharding), steps.
-  schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size, steps.warmup,
-                                          steps.total, steps.steps_per_epoch)
-  training = build_training(config, mesh, pipeline.num_classes, pipeline.image_shape, schedule)
-
-  writer = metrics.create_writer(workdir)
-  with contextlib.closing(writer), \
+  # One writer per workdir (a second run refuses here, naming the first); then the run's files.
+  with rundir.Lock(workdir) as lock, \
+       contextlib.closing(metrics.create_writer(workdir)) as writer, \
        checkpoint.Checkpointer(rundir.checkpoints(workdir), config.checkpoint_every_steps,
                                config.keep_checkpoints) as ckpt, \
        preemption.StopRequest() as stop:
+    rundir.write_config(workdir, config)
+    if jax.process_index() == 0:
+      weights_lib.write_description(workdir, describe(config, pipeline))
+    logging.info('%d devices, %d hosts; %s steps per epoch, %d steps in all.',
+                 jax.device_count(), jax.process_count(),
+                 metrics.steps_text(steps.steps_per_epoch), steps.total)
+
+    # The programs: model, optimizer, state (created directly with its sharding), steps.
+    schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size, steps.warmup,
+                                            steps.total, steps.steps_per_epoch)
+    training = build_training(config, mesh, pipeline.num_classes, pipeline.image_shape,
+                              schedule)
+
     # The state: the newest valid checkpoint, or a fresh one (from saved weights if asked).
     with host_sync():  # a seed, restored arrays and their fingerprints, saved weights
       rng = jax.random.key(config.seed)
@@ -203,13 +210,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     memory.check_fits(train_fn, 'The train step', memory.device_limit(local_device))
     batches = itertools.chain([first], batches)
 
-    throughput = metrics.Throughput(steps.total, config.batch_size, start_step, writer)
+    throughput = metrics.Throughput(steps.total, config.batch_size, start_step)
     train_metrics, result = [], {}
     for step in range(start_step + 1, steps.total + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, step_metrics = train_fn(state, sharding.to_global(next(batches), mesh))
+      ckpt.check_saves()  # a failed save stops the run here, not steps later
       train_metrics.append(step_metrics)
-      throughput.report(step)
 
       if step % config.log_every_steps == 0 or step == steps.total:
         with host_sync():
@@ -217,20 +224,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         summary['epoch'] = step / steps.steps_per_epoch
         summary['nonfinite_steps'] = check_finite(config, state, ckpt, workdir)
         writer.write_scalars(step, {f'train/{k}': v for k, v in summary.items()})
-        metrics.log_line('train', step, summary)
+        logging.info(metrics.progress_line(step, steps.total, steps.total / steps.steps_per_epoch,
+                                           summary))
         train_metrics = []
+        lock.beat()
 
       if step % steps.eval_every == 0 or step == steps.total:
         # Steps are dispatched ahead of the device: finish them first, or their time would be
         # counted as eval time and left out of steps/s (which then came out up to 3x too high).
-        with host_sync():  # clu's timer waits for the device too
+        with host_sync():
           jax.block_until_ready(state)
           start = time.monotonic()
-          with throughput.report.timed('eval'):
-            result = evaluate(training.eval_fn, weight_sets(state, config), pipeline, mesh)
+          result = evaluate(training.eval_fn, weight_sets(state, config), pipeline, mesh)
         throughput.paused(time.monotonic() - start)
         writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
-        metrics.log_line('eval', step, result)
+        metrics.log_eval(step, result)
         rundir.write_eval(workdir, step, step / steps.steps_per_epoch, result)
 
       stopping = stop.signal_name is not None or ckpt.reached_preemption(step)
@@ -242,4 +250,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         logging.warning('Stopped at step %d (%s): checkpoint saved; run the same command to '
                         'resume.', step, stop.signal_name or 'preemption notice')
         return result
+  logging.info('Finished %d steps (%s epochs) in %.1f min, %s training images/s. %s. '
+               'Checkpoints: %s; TensorBoard: tensorboard --logdir=%s; export the weights: '
+               'python -m rs.export --workdir=%s --out=%s', steps.total,
+               metrics.steps_text(steps.total / steps.steps_per_epoch),
+               (time.monotonic() - started) / 60, f'{throughput.images_per_sec(step):,.0f}',
+               f'Final evaluation: {metrics.eval_text(result)}' if result else 'Not evaluated',
+               rundir.checkpoints(workdir), rundir.path(workdir) / 'tb', workdir,
+               rundir.path(workdir) / 'export')
   return result

@@ -276,6 +276,47 @@ def _check_init(config) -> None:
       raise ConfigError(str(e)) from None
 
 
+def check_channels(config, channels: int) -> None:
+  """data.mean and data.std give one value per channel of the dataset's images: a 1-channel
+  config (Fashion-MNIST's) on RGB images would train, then describe its weights wrongly."""
+  for field in ('mean', 'std'):
+    values = tuple(config.data[field])
+    if len(values) != channels:
+      imagenet = {'mean': '(123.675, 116.28, 103.53)', 'std': '(58.395, 57.12, 57.375)'}[field]
+      example = f", e.g. ImageNet's {imagenet}" if channels == 3 else ''
+      _fail(f'data.{field}', values, f'{len(values)} value{"s" * (len(values) != 1)} for images '
+            f'with {channels} channel{"s" * (channels != 1)} ({config.data.name} '
+            f'{config.data.train_split}): give one per channel{example}')
+
+
+def check_init_fits(config, num_classes: int, image_shape: tuple[int, ...]) -> None:
+  """Fine-tuning: the saved weights fit the network the config builds for this dataset, up
+  to init_skip. Compared on shapes alone (the files' metadata, the network's abstract
+  variables), before anything is written; a mismatch names both networks and the fix."""
+  init_from = _get(config, 'init_from')
+  if not init_from or init_from is _MISSING:
+    return
+  import jax
+  import jax.numpy as jnp
+  from rs import checkpoint, programs, weights
+  model = programs.build_model(config, num_classes)
+  wanted = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)),
+                                             train=False))
+  try:
+    transfer.merge(wanted, checkpoint.tree_metadata(str(epath.Path(init_from) / 'variables')),
+                   config.init_skip)
+  except transfer.WeightsMismatch as e:
+    try:
+      d = weights.read(init_from)
+      saved = (f'{d.model} with {d.num_classes} classes for {d.input.channels}-channel '
+               f'images')
+    except weights.WeightsError:
+      saved = 'weights without a readable model.json'
+    raise ConfigError(f'init_from={init_from!r}: the weights are {saved}; the config builds '
+                      f'{config.model.name} with {num_classes} classes for {image_shape[-1]}-'
+                      f'channel images. {e}') from None
+
+
 # The data.
 
 def _check_data(data) -> None:
@@ -305,6 +346,14 @@ def _check_folder(data) -> None:
       listed = ', '.join(found[:10]) + (f' and {len(found) - 10} more' if found[10:] else '')
       _fail(f'data.{field}', split, f'{data.data_dir} has no such folder: set '
             f'--config.data.{field} to one of its split folders ({listed or "none"})')
+  from rs.data import records
+  classes = records.subfolders(os.path.join(data.data_dir, data.train_split))
+  if len(classes) < 2:
+    # One class trains to loss 0 at once and learns nothing.
+    _fail('data.train_split', data.train_split, f'{data.data_dir}/{data.train_split} has '
+          f'{len(classes)} class folder{"" if len(classes) == 1 else "s"} '
+          f'({", ".join(classes) or "none"}): a classifier needs at least 2, one per class '
+          '(ROOT/SPLIT/CLASS/*.jpg)')
 
 
 def _check_array_splits(data) -> None:
@@ -322,7 +371,9 @@ def _check_array_splits(data) -> None:
 
 
 def _check_tfds_name(data) -> None:
-  """A name tfds knows: registered (looked up offline), or prepared in data.data_dir."""
+  """A name tfds knows: registered (looked up offline), or prepared in data.data_dir (looked
+  up on disk: tfds.builder would search community catalogues over the network, retrying for
+  minutes offline, and leave empty folders behind)."""
   try:
     import tensorflow_datasets as tfds
   except ImportError:
@@ -331,13 +382,11 @@ def _check_tfds_name(data) -> None:
   known = tfds.list_builders(with_community_datasets=False)
   if base in known:
     return
-  try:
-    tfds.builder(data.name, data_dir=data.data_dir)  # a dataset prepared there (no code)
-    return
-  except tfds.core.registered.DatasetNotFoundError:
-    pass
-  except Exception:  # pylint: disable=broad-except
-    return  # found but unreadable: the pipeline gives the details
+  root = epath.Path(data.data_dir or os.environ.get('TFDS_DATA_DIR')
+                    or os.path.expanduser('~/tensorflow_datasets'))
+  if any(any((root / base).glob(pattern)) for pattern in ('*/dataset_info.json',
+                                                          '*/*/dataset_info.json')):
+    return  # prepared there (a dataset without registered code)
   close = difflib.get_close_matches(base, sorted({'folder', *sources.ARRAY_DATASETS, *known}),
                                     n=3)
   hint = f'did you mean {" or ".join(close)}? ' if close else ''
