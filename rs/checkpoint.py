@@ -7,7 +7,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from rs import rundir
-from rs.errors import one_line
+from rs.errors import UserError, one_line
 from rs.state import path_name
 
 
@@ -23,7 +23,7 @@ def _plain_cpu_transfers() -> None:
         jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
   """No checkpoint in the directory can be restored."""
 
 
@@ -92,6 +92,7 @@ class Checkpointer:
     self.directory = rundir.path(directory)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=('state', 'fingerprint'))
+    self._saving = None  # the step of the newest save started
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -107,12 +108,48 @@ class Checkpointer:
     """Starts an async save if the policy says so (or `force`); True if one started."""
     if not (force or self.should_save(step)):
       return False
-    saved = self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        fingerprint=ocp.args.JsonSave(fingerprint(state))), force=force)
+    self.check_saves()
+    try:
+      saved = self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          fingerprint=ocp.args.JsonSave(fingerprint(state))), force=force)
+    except Exception as e:  # pylint: disable=broad-except (OSError, tensorstore's ValueError)
+      # orbax finishes the save in flight first: its failure surfaces here, else this one's.
+      if self._saving is None or self._saving in self.complete_steps():
+        self._saving = step
+      raise self._save_failed(e) from None
     if saved:
+      self._saving = step
       logging.info('Saving checkpoint at step %d (asynchronously).', step)
     return saved
+
+  def check_saves(self) -> None:
+    """CheckpointError if an asynchronous save has failed (disk full, no permission): a run
+    must not go on as if its work were saved. Cheap (no waiting): call it every step."""
+    try:
+      self._manager.check_for_errors()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_failed(e) from None
+
+  def complete_steps(self) -> list[int]:
+    """The steps with a finished checkpoint on disk (a save in progress or failed is still in
+    its temporary directory)."""
+    if not self.directory.is_dir():
+      return []
+    return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
+
+  def _save_failed(self, error: Exception) -> CheckpointError:
+    text = str(error)
+    why = ('the disk is full' if 'No space left' in text or 'RESOURCE_EXHAUSTED' in text else
+           'permission denied' if 'Permission denied' in text or 'PERMISSION_DENIED' in text
+           else f'{type(error).__name__}: {one_line(error, 160)}')
+    done = [s for s in self.complete_steps() if s != self._saving]
+    kept = (f'the last complete checkpoint, step {done[-1]}, is intact' if done
+            else 'no complete checkpoint was saved before it')
+    return CheckpointError(
+        f'saving the checkpoint of step {self._saving} in {self.directory} failed ({why}), so '
+        f'the run stopped; {kept}. Free space or fix the permissions there, then run the same '
+        'command to resume')
 
   def restore(self, abstract_state=None, step: int | None = None):
     """The state at `step` (default: latest), placed as `abstract_state`'s shardings say.
@@ -189,15 +226,28 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def close(self):
-    if not self.read_only:
-      self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for the last asynchronous save to be complete on disk (CheckpointError if it
+    failed), then stops orbax's threads."""
+    try:
+      if not self.read_only:
+        try:
+          self._manager.wait_until_finished()
+        except Exception as e:  # pylint: disable=broad-except
+          raise self._save_failed(e) from None
+    finally:
+      self._manager.close()
 
   def __enter__(self) -> 'Checkpointer':
     return self
 
-  def __exit__(self, *exc) -> bool:
-    self.close()  # waits for the last asynchronous save to be complete on disk
+  def __exit__(self, exc_type, exc, traceback) -> bool:
+    try:
+      self.close()
+    except CheckpointError:
+      if exc_type is None:
+        raise
+      # The run is already failing with its own error (which may be this save's, found
+      # first by check_saves): that one is reported.
     return False
 
 

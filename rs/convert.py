@@ -15,9 +15,9 @@ anything missing, left over or misshapen is an error that names it, so nothing i
 silently left at its random initial value.
 """
 import json
+import logging
 import os
 import re
-import sys
 from typing import Any, Mapping
 
 import flax
@@ -26,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from rs import weights
-from rs.models import create_model
+from rs import cli, logs, weights
+from rs.errors import UserError, one_line
+from rs.models import create_model, registry
 
 # Sequential indices of timm's deep stem (conv1 = [conv, bn, act, conv, bn, act, conv]; the
 # third conv's BN is `bn1`) and of the replaced stem pool (maxpool = [conv, bn, act]).
@@ -39,7 +40,7 @@ _LEAF = {('params', 'kernel'): 'weight', ('params', 'scale'): 'weight',
          ('batch_stats', 'var'): 'running_var'}
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
   pass
 
 
@@ -89,7 +90,13 @@ def from_timm(state_dict: Mapping[str, Any], model_name: str, **overrides) -> di
   state = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, 'detach') else v)
            for k, v in state_dict.items()}
   if 'fc.weight' not in state:
-    raise ConversionError('the checkpoint has no fc.weight: not a timm ResNet state dict')
+    if any(k.startswith(('conv1.', 'layer1.')) for k in state):
+      raise ConversionError("the checkpoint is a timm ResNet without its classifier (no "
+                            "fc.weight: timm's num_classes=0); convert one saved with its "
+                            "classifier, then fine-tune a new head with "
+                            "--config.init_skip='^head/'")
+    raise ConversionError('the checkpoint has neither fc.weight nor conv1/layer1 tensors: not a '
+                          'timm ResNet state dict')
   overrides.setdefault('num_classes', state['fc.weight'].shape[0])
   model = create_model(model_name, **overrides)
   # Input channels as timm's first conv has them (RGB, or 1 for grayscale models); any input
@@ -121,23 +128,39 @@ def from_timm(state_dict: Mapping[str, Any], model_name: str, **overrides) -> di
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
   """A timm state dict from .safetensors (no torch needed) or .pth/.bin (torch)."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'--checkpoint={path} does not exist')
+  if not os.path.isfile(path):
+    raise ConversionError(f'--checkpoint={path} does not exist or is not a file')
   if path.endswith('.safetensors'):
     from safetensors.numpy import load_file
-    return load_file(path)
+    try:
+      state = load_file(path)
+    except Exception as e:  # pylint: disable=broad-except (safetensors' own error types)
+      raise ConversionError(f'cannot read {path} as safetensors ({type(e).__name__}: '
+                            f'{one_line(e, 120)})') from None
+    if not state:
+      raise ConversionError(f'{path} holds no tensors')
+    return state
   try:
     import torch
-  except ImportError as e:
-    raise ImportError(f'reading {path} needs PyTorch: pip install torch, or give a '
-                      '.safetensors file') from e
+  except ImportError:
+    raise ConversionError(f'reading {path} needs PyTorch: pip install torch, or give a '
+                          '.safetensors file') from None
   try:
     state = torch.load(path, map_location='cpu', weights_only=True)
-  except Exception as e:
-    raise ConversionError(f'cannot read {path} as a PyTorch state dict: {e}') from e
+  except Exception:  # pylint: disable=broad-except
+    # torch's message advises weights_only=False, which would run code from the file: never.
+    raise ConversionError(f'cannot read {path} as a PyTorch state dict of tensors (not a '
+                          'torch.save file, or it holds more than tensors): give a timm '
+                          '.pth/.bin/.safetensors checkpoint') from None
   for wrapper in ('state_dict', 'model', 'state_dict_ema'):  # training checkpoints nest it
     if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
       state = state[wrapper]
+  if not isinstance(state, dict) or not state or not all(
+      isinstance(v, torch.Tensor) for v in state.values()):
+    kind = (type(state).__name__ if not isinstance(state, dict) else
+            'dict with values other than tensors' if state else 'empty dict')
+    raise ConversionError(f'{path} holds a {kind}, not a state dict of tensors: give a timm '
+                          'model.state_dict() checkpoint')
   return {k.removeprefix('module.'): v.numpy() for k, v in state.items()}
 
 
@@ -145,6 +168,7 @@ def convert_file(checkpoint_path: str, model_name: str, out: str,
                  image_size: int | None = None, **overrides) -> dict:
   """Converts a timm checkpoint file and saves it under `out` with its description; returns
   the variables. `image_size` defaults to the released checkpoint's resolution."""
+  registry.check_name(model_name)
   image_size = image_size or weights.released_image_size(model_name)
   if not image_size:
     raise ConversionError(f'{model_name} has no released resolution: give --image_size, the '
@@ -178,19 +202,17 @@ def main(argv):
   f = flags.FLAGS
   if not f.checkpoint or not f.out:
     raise app.UsageError('give --checkpoint=PATH and --out=DIR')
+  logs.quiet_library_logs(logging.ERROR)  # orbax logs each step of a save
   overrides = {}
   if f.stage_sizes:
     overrides['stage_sizes'] = f.stage_sizes  # create_model makes it a tuple of ints
   if f.width_multiplier:
     overrides['width_multiplier'] = f.width_multiplier
-  try:
-    variables = convert_file(f.checkpoint, f.model, f.out, f.image_size, **overrides)
-  except (ConversionError, FileNotFoundError, ImportError) as e:
-    sys.exit(f'rs.convert: {e}')  # one line, no traceback: the message names the fix
+  variables = convert_file(f.checkpoint, f.model, f.out, f.image_size, **overrides)
   count = sum(x.size for x in jax.tree.leaves(variables['params']))
   print(json.dumps({'model': f.model, 'params': int(count), 'out': f.out}))
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

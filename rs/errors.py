@@ -1,4 +1,12 @@
-"""One-line error messages: what every rs command prints instead of a traceback."""
+"""Errors the user can fix, and their one-line form: what every rs command prints instead of a
+traceback (rs.cli)."""
+
+
+class UserError(Exception):
+  """Something the user must change (a flag, config value, dataset, workdir, weights file):
+  the message names the cause and the fix. Every rs command prints it as one line,
+  `error: ...`, and exits with status 1 (rs.cli.run); any other exception is a bug and keeps
+  its traceback."""
 
 
 def one_line(error: BaseException, limit: int | None = 200) -> str:

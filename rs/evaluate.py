@@ -11,14 +11,13 @@ Prints top-1/top-5 and the loss over the whole split as one JSON line.
 import dataclasses
 import json
 import logging
-import sys
 
 import jax
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from rs import programs, sharding, train, weights
+from rs import cli, logs, programs, sharding, train, validate, weights
 from rs.data import pipeline as pipeline_lib
 from rs.data.eval_input import EvalInput
 from rs.models import architecture
@@ -58,9 +57,10 @@ def evaluate_weights(weights_dir: str, config: ml_collections.ConfigDict | None 
     spec = dataclasses.replace(spec, image_size=image_size)
   batch_size = batch_size or 8 * mesh.size
   sharding.check_batch_size('eval_batch_size', batch_size, mesh)
-  pipeline = pipeline_lib.eval_pipeline(
-      name, split, spec, batch_size, data_dir, manual_dir,
-      train_split=dataset.get('train_split') or 'train', class_names=description.class_names)
+  with validate.data_errors():  # a dataset not found or not prepared, a split it lacks
+    pipeline = pipeline_lib.eval_pipeline(
+        name, split, spec, batch_size, data_dir, manual_dir,
+        train_split=dataset.get('train_split') or 'train', class_names=description.class_names)
   if pipeline.num_classes != description.num_classes:
     raise weights.WeightsError(f'{name} {split} has {pipeline.num_classes} classes, the weights '
                                f'{description.num_classes}: evaluate on the dataset they were '
@@ -88,17 +88,15 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  import tensorflow as tf
+  logs.quiet_library_logs(logging.ERROR)  # orbax logs each step of a restore
+  tf = logs.import_tensorflow_quietly()
   tf.config.set_visible_devices([], 'GPU')
   f = flags.FLAGS
-  try:
-    result = evaluate_weights(f.weights, f.config, f.data, f.split, f.data_dir, f.image_size,
-                              f.batch_size)
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f'rs.evaluate: {e}')  # one line, no traceback: the message names the fix
+  result = evaluate_weights(f.weights, f.config, f.data, f.split, f.data_dir, f.image_size,
+                            f.batch_size)
   print(json.dumps(result))
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

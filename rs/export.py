@@ -1,7 +1,7 @@
 """Export a trained run's weights for inference, and a serving artifact.
 
   python -m rs.export --workdir=DIR --out=PATH [--weights=ema|raw] [--step=N] [--serving]
-      [--saved_model]
+      [--saved_model] [--overwrite]
 
 reads the newest checkpoint of DIR/checkpoints that restores and verifies (or --step), on
 whatever devices this process has (one CPU is enough, whatever the run trained on), and
@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import json
 import logging
-import sys
 import uuid
 
 import jax
@@ -32,9 +31,9 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from rs import checkpoint, logs, rundir, step as step_lib, weights as weights_lib
+from rs import checkpoint, cli, logs, rundir, step as step_lib, weights as weights_lib
 from rs.data import sources
-from rs.errors import one_line
+from rs.errors import UserError, one_line
 
 WEIGHTS = ('ema', 'raw')
 # Where the serving artifact may run: lowered for each, chosen when it is called.
@@ -42,7 +41,7 @@ SERVING_PLATFORMS = ('cpu', 'cuda', 'tpu')
 SERVING_FILE = 'model.jax_export'
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
   """The workdir, the checkpoint or --out cannot give an export (one line naming the fix)."""
 
 
@@ -87,8 +86,9 @@ def describe_run(workdir: str, config, variables) -> weights_lib.Description:
                               names if names and len(names) == num_classes else None, native)
 
 
-def _check_writable(out: str) -> None:
-  """--out can take an export: a new or empty directory, or an earlier export to replace."""
+def _check_writable(out: str, workdir: str, overwrite: bool = False) -> None:
+  """--out can take an export: a new or empty directory, or this run's earlier export to
+  replace; weights from anywhere else only with `overwrite`."""
   path = rundir.path(out)
   try:
     if path.exists():
@@ -97,6 +97,8 @@ def _check_writable(out: str) -> None:
       if any(path.iterdir()) and not (path / 'variables').exists():
         raise ExportError(f'--out={out} holds files but no export (no variables): give a new '
                           'or empty directory')
+      if (path / 'variables').exists() and not overwrite:
+        _check_same_run(out, workdir)
     path.mkdir(parents=True, exist_ok=True)
     probe = path / f'.rs_export_probe_{uuid.uuid4().hex}'
     probe.write_text('')
@@ -107,18 +109,37 @@ def _check_writable(out: str) -> None:
     raise ExportError(f'cannot write --out={out}: {type(e).__name__}: {one_line(e)}') from None
 
 
+def _check_same_run(out: str, workdir: str) -> None:
+  """The weights in `out` are an earlier export of `workdir` (replacing them is an update);
+  else ExportError naming what they are."""
+  try:
+    existing = weights_lib.read(out)
+    source = existing.source or {}
+    what = (f'{existing.model} with {existing.num_classes} classes, written by '
+            f'{source.get("tool", "an unknown tool")}'
+            + (f' from {source["workdir"]}' if source.get('workdir') else ''))
+  except weights_lib.WeightsError:
+    source, what = {}, 'weights without a readable model.json'
+  if source.get('tool') == 'rs.export' and source.get('workdir') == str(rundir.path(workdir)):
+    return
+  raise ExportError(f'--out={out} holds other weights ({what}): give a new directory, or add '
+                    '--overwrite to replace them')
+
+
 def export(workdir: str, out: str, weights: str = 'ema', serving: bool = False,
-           step: int | None = None, saved_model: bool = False) -> weights_lib.Description:
+           step: int | None = None, saved_model: bool = False,
+           overwrite: bool = False) -> weights_lib.Description:
   """Writes the run's `weights` ('ema' or 'raw') at `step` (default: the newest valid
   checkpoint) to `out`; with `serving` the jax.export artifact too, with `saved_model` also
-  a TF SavedModel of it; returns the description written (model.json)."""
+  a TF SavedModel of it; returns the description written (model.json). `out` may hold this
+  run's earlier export, which is replaced; other weights only with `overwrite`."""
   if weights not in WEIGHTS:
     raise ExportError(f'weights={weights!r}: use one of {WEIGHTS}')
   try:
     config = rundir.read_config(workdir)
   except (FileNotFoundError, ValueError) as e:
     raise ExportError(f'--workdir={workdir}: {e}') from None
-  _check_writable(out)  # before the restore, which can take minutes for a large run
+  _check_writable(out, workdir, overwrite)  # before the restore: minutes for a large run
   state, step = restore_state(workdir, step)
   prefix = 'ema_' if weights == 'ema' else ''
   variables = {'params': state[f'{prefix}params'], 'batch_stats': state[f'{prefix}batch_stats']}
@@ -235,6 +256,8 @@ def define_flags():
   flags.DEFINE_bool('serving', False, 'Also write out/serving/ (jax.export, batch-polymorphic).')
   flags.DEFINE_bool('saved_model', False, 'Also write out/serving/saved_model/ (a TF '
                     'SavedModel through jax2tf; implies --serving).')
+  flags.DEFINE_bool('overwrite', False, "Replace weights in --out that are not this run's "
+                    'earlier export (an earlier export of the same run is always replaced).')
   flags.mark_flags_as_required(['workdir', 'out'])
 
 
@@ -243,11 +266,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
   logs.quiet_library_logs(logging.ERROR)  # orbax logs each step of a save and restore
-  try:
-    description = export(f.workdir, f.out, f.weights, f.serving, f.step, f.saved_model)
-  except (ExportError, weights_lib.WeightsError, FileNotFoundError,
-          checkpoint.CheckpointError) as e:
-    sys.exit(f'rs.export: {e}')  # one line, no traceback: the message names the fix
+  description = export(f.workdir, f.out, f.weights, f.serving, f.step, f.saved_model,
+                       f.overwrite)
   print(json.dumps({'out': f.out, 'step': description.source['step'],
                     'weights': description.source['weights'], 'model': description.model,
                     'num_classes': description.num_classes,
@@ -256,4 +276,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

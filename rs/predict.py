@@ -38,13 +38,14 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from rs import logs, step as step_lib, weights
+from rs import cli, logs, step as step_lib, validate, weights
+from rs.errors import UserError
 from rs.data.eval_input import ImageError
 
 TOP = 5
 
 
-class PredictError(ValueError):
+class PredictError(UserError, ValueError):
   """The weights directory cannot be used; the message names it and says why."""
 
 
@@ -60,7 +61,8 @@ class Predictor:
     except weights.WeightsError as e:
       raise PredictError(f'--checkpoint={directory}: {e}') from None
     self.prepare = self.description.input
-    if image_size:
+    if image_size is not None:
+      validate.check_image_size(self.description.build(), self.description.model, image_size)
       self.prepare = dataclasses.replace(self.prepare, image_size=image_size)
     self.names = self.description.names()
     self.variables = variables
@@ -115,10 +117,7 @@ def main(argv):
   logs.quiet_library_logs(logging.ERROR)  # orbax logs each restore
   tf = logs.import_tensorflow_quietly()
   tf.config.set_visible_devices([], 'GPU')
-  try:
-    predictor = Predictor(f.checkpoint, f.image_size, f.batch_size)
-  except PredictError as e:
-    sys.exit(f'rs.predict: {e}')  # one line, no traceback: the message names the fix
+  predictor = Predictor(f.checkpoint, f.image_size, f.batch_size)
   failed = 0
   for path, result in zip(paths, predictor.predict(paths)):
     if isinstance(result, ImageError):
@@ -131,9 +130,9 @@ def main(argv):
       for row in result['top5']:
         print(f"  {row['probability']:.4f}  {row['label']}")
   if failed:
-    sys.exit(f'rs.predict: {failed} of {len(paths)} images could not be read')
+    raise PredictError(f'{failed} of {len(paths)} images could not be read (named above)')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -21,6 +21,7 @@ import ml_collections
 
 from rs import checkpoint, memory, metrics, optim, preemption, rundir, sharding, transfer
 from rs import validate
+from rs.errors import UserError
 from rs import weights as weights_lib
 from rs.data import pipeline as pipeline_lib
 from rs.programs import build_training
@@ -83,7 +84,7 @@ def start_from_weights(state, directory: str, sharding_, skip: str | None = None
                        ema_batch_stats=copy(variables['batch_stats']))
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(UserError, FloatingPointError):
   """A step's loss or gradient was NaN or infinite (config.on_nonfinite='stop')."""
 
 
@@ -117,6 +118,25 @@ class Schedule:
                                   for name in ('train', 'warmup', 'eval_every')))
 
 
+def finished_evaluation(workdir: str, step: int, steps: Schedule, evaluate_now) -> dict:
+  """The evaluation of a run already at or past the schedule's end: the one eval.json holds
+  for its step (so the log and eval.json agree), else `evaluate_now()`, then written there."""
+  if step > steps.total:
+    logging.warning('The workdir is at step %d, past the %d steps this config trains: nothing '
+                    'is trained, and the evaluation at step %d is reported. To train %d steps, '
+                    'use a new --workdir.', step, steps.total, step, steps.total)
+  saved = [e for e in rundir.read_evals(workdir) if e['step'] == step]
+  if saved:
+    result = {k: v for k, v in saved[0].items() if k not in ('step', 'epoch')}
+    logging.info('Nothing left to train: the evaluation at step %d, from %s.', step,
+                 rundir.EVAL_FILE)
+  else:
+    result = evaluate_now()
+    rundir.write_eval(workdir, step, step / steps.steps_per_epoch, result)
+  metrics.log_eval(step, result)
+  return result
+
+
 def describe(config, pipeline) -> weights_lib.Description:
   """What this run trains and how it evaluates: written as workdir/model.json, the description
   rs.export gives the run's weights."""
@@ -130,6 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   `mesh` defaults to every device of every host on one data-parallel axis.
   """
+  started = time.monotonic()
   mesh = mesh or sharding.create_mesh()
   # Everything that can be wrong with the config, the data or the workdir fails here, in one
   # line, before anything is compiled or written.
@@ -139,22 +160,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     pipeline = pipeline_lib.create_pipeline(config)
     steps = Schedule.of(config, pipeline.steps_per_epoch)  # streamed: counts the split
     validate.check_durations(config, pipeline.steps_per_epoch)
-  rundir.write_config(workdir, config)
-  if jax.process_index() == 0:
-    weights_lib.write_description(workdir, describe(config, pipeline))
-  logging.info('%d devices, %d hosts; %.1f steps per epoch; %d steps in all.',
-               jax.device_count(), jax.process_count(), steps.steps_per_epoch, steps.total)
+  validate.check_channels(config, pipeline.image_shape[-1])
+  validate.check_init_fits(config, pipeline.num_classes, pipeline.image_shape)
 
-  # The programs: model, optimizer, state (created directly with its sharding), steps.
-  schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size, steps.warmup,
-                                          steps.total, steps.steps_per_epoch)
-  training = build_training(config, mesh, pipeline.num_classes, pipeline.image_shape, schedule)
-
-  writer = metrics.create_writer(workdir)
-  with contextlib.closing(writer), \
+  # One writer per workdir (a second run refuses here, naming the first); then the run's files.
+  with rundir.Lock(workdir) as lock, \
+       contextlib.closing(metrics.create_writer(workdir)) as writer, \
        checkpoint.Checkpointer(rundir.checkpoints(workdir), config.checkpoint_every_steps,
                                config.keep_checkpoints) as ckpt, \
        preemption.StopRequest() as stop:
+    rundir.write_config(workdir, config)
+    if jax.process_index() == 0:
+      weights_lib.write_description(workdir, describe(config, pipeline))
+    logging.info('%d devices, %d hosts; %s steps per epoch, %d steps in all.',
+                 jax.device_count(), jax.process_count(),
+                 metrics.steps_text(steps.steps_per_epoch), steps.total)
+
+    # The programs: model, optimizer, state (created directly with its sharding), steps.
+    schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size, steps.warmup,
+                                            steps.total, steps.steps_per_epoch)
+    training = build_training(config, mesh, pipeline.num_classes, pipeline.image_shape,
+                              schedule)
+
     # The state: the newest valid checkpoint, or a fresh one (from saved weights if asked).
     with host_sync():  # a seed, restored arrays and their fingerprints, saved weights
       rng = jax.random.key(config.seed)
@@ -171,10 +198,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           state = start_from_weights(state, config.init_from, training.state_sharding,
                                      config.init_skip)
 
-    if start_step >= steps.total:  # a finished workdir: report its evaluation
-      result = evaluate(training.eval_fn, weight_sets(state, config), pipeline, mesh)
-      metrics.log_line('eval', start_step, result)
-      return result
+    if start_step >= steps.total:  # nothing left to train: report the run's evaluation
+      return finished_evaluation(workdir, start_step, steps, lambda: evaluate(
+          training.eval_fn, weight_sets(state, config), pipeline, mesh))
 
     # Compile on the first batch and check the step fits the device before running it.
     batches = pipeline.train_iter(start_step)
@@ -184,13 +210,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     memory.check_fits(train_fn, 'The train step', memory.device_limit(local_device))
     batches = itertools.chain([first], batches)
 
-    throughput = metrics.Throughput(steps.total, config.batch_size, start_step, writer)
+    throughput = metrics.Throughput(steps.total, config.batch_size, start_step)
     train_metrics, result = [], {}
     for step in range(start_step + 1, steps.total + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, step_metrics = train_fn(state, sharding.to_global(next(batches), mesh))
+      ckpt.check_saves()  # a failed save stops the run here, not steps later
       train_metrics.append(step_metrics)
-      throughput.report(step)
 
       if step % config.log_every_steps == 0 or step == steps.total:
         with host_sync():
@@ -198,20 +224,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         summary['epoch'] = step / steps.steps_per_epoch
         summary['nonfinite_steps'] = check_finite(config, state, ckpt, workdir)
         writer.write_scalars(step, {f'train/{k}': v for k, v in summary.items()})
-        metrics.log_line('train', step, summary)
+        logging.info(metrics.progress_line(step, steps.total, steps.total / steps.steps_per_epoch,
+                                           summary))
         train_metrics = []
+        lock.beat()
 
       if step % steps.eval_every == 0 or step == steps.total:
         # Steps are dispatched ahead of the device: finish them first, or their time would be
         # counted as eval time and left out of steps/s (which then came out up to 3x too high).
-        with host_sync():  # clu's timer waits for the device too
+        with host_sync():
           jax.block_until_ready(state)
           start = time.monotonic()
-          with throughput.report.timed('eval'):
-            result = evaluate(training.eval_fn, weight_sets(state, config), pipeline, mesh)
+          result = evaluate(training.eval_fn, weight_sets(state, config), pipeline, mesh)
         throughput.paused(time.monotonic() - start)
         writer.write_scalars(step, {f'eval/{k}': v for k, v in result.items()})
-        metrics.log_line('eval', step, result)
+        metrics.log_eval(step, result)
         rundir.write_eval(workdir, step, step / steps.steps_per_epoch, result)
 
       stopping = stop.signal_name is not None or ckpt.reached_preemption(step)
@@ -223,4 +250,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         logging.warning('Stopped at step %d (%s): checkpoint saved; run the same command to '
                         'resume.', step, stop.signal_name or 'preemption notice')
         return result
+  logging.info('Finished %d steps (%s epochs) in %.1f min, %s training images/s. %s. '
+               'Checkpoints: %s; TensorBoard: tensorboard --logdir=%s; export the weights: '
+               'python -m rs.export --workdir=%s --out=%s', steps.total,
+               metrics.steps_text(steps.total / steps.steps_per_epoch),
+               (time.monotonic() - started) / 60, f'{throughput.images_per_sec(step):,.0f}',
+               f'Final evaluation: {metrics.eval_text(result)}' if result else 'Not evaluated',
+               rundir.checkpoints(workdir), rundir.path(workdir) / 'tb', workdir,
+               rundir.path(workdir) / 'export')
   return result

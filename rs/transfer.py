@@ -12,10 +12,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from rs.errors import UserError
 from rs.state import path_name
 
 
-class WeightsMismatch(ValueError):
+class WeightsMismatch(UserError, ValueError):
   """Saved weights that do not fit the network outside what the config allows to differ."""
 
 

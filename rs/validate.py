@@ -14,11 +14,11 @@ from etils import epath
 
 from rs import models, optim, rundir, sharding, transfer
 from rs.data import sources
-from rs.errors import one_line
+from rs.errors import UserError, one_line
 from rs.models import architecture, convolution, registry, resnet
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A bad config value, dataset or workdir, found before the run starts."""
 
 
@@ -215,15 +215,22 @@ def _check_durations(config) -> None:
 
 
 def _check_image_size(config) -> None:
+  check_image_size(models.create_model(config.model.name, **architecture.resolved(config.model)),
+                   config.model.name, config.data.image_size, 'config.data.image_size',
+                   field='data.image_size')
+
+
+def check_image_size(model, name: str, size, flag: str = 'image_size',
+                     field: str | None = None) -> None:
   """The image must be large enough for the network's downsampling, read off the network
-  itself (rs.models.architecture.min_image_size)."""
-  model = models.create_model(config.model.name, **architecture.resolved(config.model))
-  size, smallest = config.data.image_size, architecture.min_image_size(model)
-  stride = architecture.total_stride(model)
-  if size < smallest:
-    _fail('data.image_size', size, f'too small for {config.model.name}: it shrinks its input '
-          f'{stride}x, and its last stride-2 layer needs at least 2x2 pixels, so the image '
-          f'needs at least {smallest} px; raise --config.data.image_size')
+  itself (rs.models.architecture.min_image_size); `flag` names where the size was given (a
+  config `field`: the message starts with it, as every config check's does)."""
+  smallest = architecture.min_image_size(model)
+  if not _is_int(size) or size < smallest:
+    stride = architecture.total_stride(model)
+    raise ConfigError(f'{field or "--" + flag}={size!r}: too small for {name}: it shrinks its input '
+                      f'{stride}x, and its last stride-2 layer needs at least 2x2 pixels, so '
+                      f'the image needs at least {smallest} px; raise --{flag}')
 
 
 def _check_batches(config, mesh) -> None:
@@ -269,6 +276,47 @@ def _check_init(config) -> None:
       raise ConfigError(str(e)) from None
 
 
+def check_channels(config, channels: int) -> None:
+  """data.mean and data.std give one value per channel of the dataset's images: a 1-channel
+  config (Fashion-MNIST's) on RGB images would train, then describe its weights wrongly."""
+  for field in ('mean', 'std'):
+    values = tuple(config.data[field])
+    if len(values) != channels:
+      imagenet = {'mean': '(123.675, 116.28, 103.53)', 'std': '(58.395, 57.12, 57.375)'}[field]
+      example = f", e.g. ImageNet's {imagenet}" if channels == 3 else ''
+      _fail(f'data.{field}', values, f'{len(values)} value{"s" * (len(values) != 1)} for images '
+            f'with {channels} channel{"s" * (channels != 1)} ({config.data.name} '
+            f'{config.data.train_split}): give one per channel{example}')
+
+
+def check_init_fits(config, num_classes: int, image_shape: tuple[int, ...]) -> None:
+  """Fine-tuning: the saved weights fit the network the config builds for this dataset, up
+  to init_skip. Compared on shapes alone (the files' metadata, the network's abstract
+  variables), before anything is written; a mismatch names both networks and the fix."""
+  init_from = _get(config, 'init_from')
+  if not init_from or init_from is _MISSING:
+    return
+  import jax
+  import jax.numpy as jnp
+  from rs import checkpoint, programs, weights
+  model = programs.build_model(config, num_classes)
+  wanted = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)),
+                                             train=False))
+  try:
+    transfer.merge(wanted, checkpoint.tree_metadata(str(epath.Path(init_from) / 'variables')),
+                   config.init_skip)
+  except transfer.WeightsMismatch as e:
+    try:
+      d = weights.read(init_from)
+      saved = (f'{d.model} with {d.num_classes} classes for {d.input.channels}-channel '
+               f'images')
+    except weights.WeightsError:
+      saved = 'weights without a readable model.json'
+    raise ConfigError(f'init_from={init_from!r}: the weights are {saved}; the config builds '
+                      f'{config.model.name} with {num_classes} classes for {image_shape[-1]}-'
+                      f'channel images. {e}') from None
+
+
 # The data.
 
 def _check_data(data) -> None:
@@ -298,6 +346,14 @@ def _check_folder(data) -> None:
       listed = ', '.join(found[:10]) + (f' and {len(found) - 10} more' if found[10:] else '')
       _fail(f'data.{field}', split, f'{data.data_dir} has no such folder: set '
             f'--config.data.{field} to one of its split folders ({listed or "none"})')
+  from rs.data import records
+  classes = records.subfolders(os.path.join(data.data_dir, data.train_split))
+  if len(classes) < 2:
+    # One class trains to loss 0 at once and learns nothing.
+    _fail('data.train_split', data.train_split, f'{data.data_dir}/{data.train_split} has '
+          f'{len(classes)} class folder{"" if len(classes) == 1 else "s"} '
+          f'({", ".join(classes) or "none"}): a classifier needs at least 2, one per class '
+          '(ROOT/SPLIT/CLASS/*.jpg)')
 
 
 def _check_array_splits(data) -> None:
@@ -315,7 +371,9 @@ def _check_array_splits(data) -> None:
 
 
 def _check_tfds_name(data) -> None:
-  """A name tfds knows: registered (looked up offline), or prepared in data.data_dir."""
+  """A name tfds knows: registered (looked up offline), or prepared in data.data_dir (looked
+  up on disk: tfds.builder would search community catalogues over the network, retrying for
+  minutes offline, and leave empty folders behind)."""
   try:
     import tensorflow_datasets as tfds
   except ImportError:
@@ -324,13 +382,11 @@ def _check_tfds_name(data) -> None:
   known = tfds.list_builders(with_community_datasets=False)
   if base in known:
     return
-  try:
-    tfds.builder(data.name, data_dir=data.data_dir)  # a dataset prepared there (no code)
-    return
-  except tfds.core.registered.DatasetNotFoundError:
-    pass
-  except Exception:  # pylint: disable=broad-except
-    return  # found but unreadable: the pipeline gives the details
+  root = epath.Path(data.data_dir or os.environ.get('TFDS_DATA_DIR')
+                    or os.path.expanduser('~/tensorflow_datasets'))
+  if any(any((root / base).glob(pattern)) for pattern in ('*/dataset_info.json',
+                                                          '*/*/dataset_info.json')):
+    return  # prepared there (a dataset without registered code)
   close = difflib.get_close_matches(base, sorted({'folder', *sources.ARRAY_DATASETS, *known}),
                                     n=3)
   hint = f'did you mean {" or ".join(close)}? ' if close else ''

@@ -25,13 +25,13 @@ import numpy as np
 
 from rs import checkpoint, rundir
 from rs.data import eval_input, sources
-from rs.errors import one_line
+from rs.errors import UserError, one_line
 from rs.models import DTYPES, architecture, create_model, official
 
 VERSION = 2
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
   """A weights directory that cannot be used: the message names it and the fix."""
 
 

@@ -3,13 +3,13 @@
 The commands are collected from README.md, docs/, scripts/, configs/ and the package's own
 docstrings, so renaming or moving a command without updating every mention fails here.
 """
-import os
+import importlib
 import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
+
+from conftest import run_command
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 COMMAND = re.compile(r'python -m (rs(?:\.\w+)+)')
@@ -36,11 +36,19 @@ def test_the_documentation_names_the_user_commands_and_the_tools():
 
 @pytest.mark.parametrize('module', sorted(COMMANDS))
 def test_documented_command_answers_help(module):
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'} | {'PYTHONPATH': str(ROOT)}
-  run = subprocess.run([sys.executable, '-m', module, '--help'], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=180)
+  # In this process (conftest.run_command): every command defines its flags in define_flags()
+  # and starts through rs.cli.run, which the next test checks.
+  run = run_command(module, '--help')
   # absl prints the module's docstring and its flags to stdout, then exits with status 1.
-  assert run.returncode == 1 and 'Traceback' not in run.stderr, (
+  assert run.status == 1 and 'Traceback' not in run.stderr, (
       f'{module} (named in {sorted(set(COMMANDS[module]))}): {run.stderr[-2000:]}')
-  path = module.replace('.', '/') + '.py:'  # the heading of the module's own flags
-  assert path in run.stdout and '  --' in run.stdout, run.stdout
+  assert f'{module}:' in run.stdout and '  --' in run.stdout, run.stdout  # its flags' heading
+  assert run.stdout.lstrip().startswith(importlib.import_module(module).__doc__.strip()[:40])
+
+
+@pytest.mark.parametrize('module', sorted(COMMANDS))
+def test_documented_command_starts_as_a_program_through_rs_cli(module):
+  """`python -m module` runs define_flags() then cli.run(main): the same path as run_command,
+  and the one error mechanism (tests/test_cli_errors.py)."""
+  source = (ROOT / (module.replace('.', '/') + '.py')).read_text()
+  assert source.rstrip().endswith("if __name__ == '__main__':\n  define_flags()\n  cli.run(main)")

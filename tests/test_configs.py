@@ -2,11 +2,10 @@
 import glob
 import importlib.util
 import os
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_command
 from rs.models import create_model
 from rs.programs import build_model
 
@@ -69,14 +68,15 @@ def test_config_builds_the_registered_model():
   assert model.stage_sizes == (1, 1, 1, 1) and model.width_multiplier == 0.25
 
 
-def test_command_line_overrides():
-  # Parse flags exactly as rs.main does, in a fresh interpreter.
-  code = ('import sys; from absl import flags; import rs.main; '
-          'flags.FLAGS(sys.argv); c = flags.FLAGS.config; '
-          'print(c.batch_size, c.model.stage_sizes, c.optimizer.schedule, c.train_steps)')
-  out = subprocess.run(
-      [sys.executable, '-c', code, '--config=configs/fashion_mnist.py', '--workdir=/tmp/x',
-       '--config.batch_size=512', '--config.model.stage_sizes=(2,2,2,2)',
-       '--config.optimizer.schedule=step', '--config.train_steps=9'],
-      cwd=ROOT, capture_output=True, text=True, check=True)
-  assert out.stdout.split() == ['512', '(2,', '2,', '2,', '2)', 'step', '9']
+def test_command_line_overrides(monkeypatch):
+  # Flags parsed exactly as rs.main parses them (rs.cli), up to the trainer.
+  from rs import train
+  seen = {}
+  monkeypatch.setattr(train, 'train_and_evaluate', lambda config, workdir: seen.update(c=config))
+  result = run_command('rs.main', '--config=configs/fashion_mnist.py', '--workdir=/tmp/x',
+                       '--config.batch_size=512', '--config.model.stage_sizes=(2,2,2,2)',
+                       '--config.optimizer.schedule=step', '--config.train_steps=9')
+  assert result.status == 0, result
+  c = seen['c']
+  assert (c.batch_size, c.model.stage_sizes, c.optimizer.schedule, c.train_steps) == (
+      512, (2, 2, 2, 2), 'step', 9)

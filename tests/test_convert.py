@@ -221,7 +221,7 @@ def test_command_lines_convert_then_evaluate(tmp_path):
     run('rs.convert', '--model=resnetrs26', f'--checkpoint={tmp_path}/m.safetensors',
         f'--out={tmp_path}/bad', '--image_size=16')  # the registered (2, 2, 2, 2), full width
   last = error.value.stderr.strip().splitlines()[-1]
-  assert last.startswith('rs.convert: ') and 'wrong --model' in last
+  assert last.startswith('error: ') and 'wrong --model' in last
   # The config's data and evaluation input (its network is model.json's).
   out = run('rs.evaluate', '--config=configs/fashion_mnist.py', f'--weights={tmp_path}/w',
             '--config.data.image_size=16', "--config.data.eval_split=test[:200]",

@@ -21,7 +21,7 @@ import optax
 import pytest
 
 from conftest import tiny_config
-from rs import checkpoint, evaluate, export, programs, sharding, step as step_lib, train
+from rs import checkpoint, evaluate, export, programs, sharding, step as step_lib
 from rs import weights
 from rs.data import preprocess, sources
 
@@ -402,6 +402,24 @@ def test_exporting_over_an_export_replaces_it_whole(run, exported, tmp_path):
   assert not (out / 'serving').exists()
 
 
+def test_another_runs_export_is_replaced_only_with_overwrite(run, exported, tmp_path):
+  """--out holding weights this run did not export (another run's, converted ones) is refused
+  in one line naming them, and kept; --overwrite replaces them."""
+  other = tmp_path / 'other_run'
+  shutil.copytree(run[1], other)
+  out = tmp_path / 'theirs'
+  shutil.copytree(exported[0] / 'ema', out)  # exported from run[1], not from `other`
+  before = (out / 'model.json').read_text()
+  with pytest.raises(export.ExportError, match=(
+      rf"--out={out} holds other weights \(resnetrs14 with 10 classes, written by rs.export "
+      rf"from {run[1]}\): give a new directory, or add --overwrite")):
+    export.export(str(other), str(out))
+  assert (out / 'model.json').read_text() == before
+  meta = export.export(str(other), str(out), overwrite=True)
+  assert meta.source['workdir'] == str(other)
+  assert json.loads((out / 'model.json').read_text())['source']['workdir'] == str(other)
+
+
 def test_damaged_latest_checkpoint_is_skipped_not_moved(run, states, tmp_path):
   workdir = tmp_path / 'run'
   shutil.copytree(run[1], workdir)
@@ -432,7 +450,7 @@ def test_workdir_without_checkpoints_is_one_line(run, tmp_path):
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1] == (
-      f'rs.export: no checkpoint in {workdir}/checkpoints: train first')
+      f'error: no checkpoint in {workdir}/checkpoints: train first')
   assert 'Traceback' not in result.stderr
 
 

@@ -4,12 +4,16 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
 from rs import checkpoint, metrics, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def largest_array_file(step_dir):
@@ -139,3 +143,37 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path):
   for tree in ('params', 'batch_stats', 'opt_state', 'ema_params', 'ema_batch_stats'):
     for x, y in zip(jax.tree.leaves(final[tree]), jax.tree.leaves(after_2[tree])):
       np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 6 MB filesystem (tmpfs): room for two of configs/tiny.py's checkpoints, not three."""
+  mount = tmp_path / 'small_disk'
+  mount.mkdir()
+  made = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', str(mount)],
+                        capture_output=True, text=True)
+  if made.returncode:
+    pytest.skip(f'cannot mount a tmpfs here: {made.stderr.strip()}')
+  yield mount
+  subprocess.run(['umount', str(mount)], check=True)
+
+
+def test_a_failed_save_stops_the_run_in_one_line_and_keeps_the_last_checkpoint(small_disk):
+  """The disk fills up during the step-9 save: the run stops with one line naming the step,
+  the cause and the fix (not hundreds of orbax and asyncio lines), and step 6 restores."""
+  workdir = small_disk / 'run'
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'} | {'PYTHONPATH': ROOT}
+  run = subprocess.run([sys.executable, '-m', 'rs.main', '--config=configs/tiny.py',
+                        f'--workdir={workdir}', '--config.train_steps=12'], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+  lines = run.stderr.strip().splitlines()
+  assert run.returncode == 1, run.stderr[-3000:]
+  assert lines[-1] == (
+      f'error: saving the checkpoint of step 9 in {workdir}/checkpoints failed (the disk is '
+      'full), so the run stopped; the last complete checkpoint, step 6, is intact. Free space '
+      'or fix the permissions there, then run the same command to resume')
+  assert 'Traceback' not in run.stderr and len(lines) < 80, run.stderr[-3000:]
+  ckpt = checkpoint.Checkpointer(str(workdir / 'checkpoints'), read_only=True)
+  state, step = ckpt.restore_latest_valid()
+  ckpt.close()
+  assert step == 6 and int(state['step']) == 6

@@ -217,7 +217,7 @@ def test_each_unreadable_file_gets_one_line_and_a_failing_exit(photos):
   assert 'No such file' in why['missing.png']
   assert 'Unknown image file format' in why['notes.jpg']
   assert 'truncated' in why['cut.jpg']
-  assert lines[-1] == f'rs.predict: 3 of {len(good_paths) + 3} images could not be read'
+  assert lines[-1] == f'error: 3 of {len(good_paths) + 3} images could not be read (named above)'
   assert 'Traceback' not in run.stderr and len(parse_text(run.stdout)) == len(good_paths)
 
 
@@ -226,7 +226,7 @@ def test_a_directory_without_weights_is_one_line(tmp_path, photos):
   run = run_predict(f'--checkpoint={tmp_path}', good_paths[0])
   assert run.returncode != 0 and run.stdout == ''
   assert run.stderr.strip().splitlines() == [
-      f'rs.predict: --checkpoint={tmp_path}: {tmp_path} holds no rs weights (no model.json): '
+      f'error: --checkpoint={tmp_path}: {tmp_path} holds no rs weights (no model.json): '
       'give a directory written by rs.export or rs.convert']
 
 

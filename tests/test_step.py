@@ -1,5 +1,4 @@
 """The jitted train/eval steps: loss values, dtypes, and exact masked evaluation."""
-import functools
 
 import jax
 import jax.numpy as jnp

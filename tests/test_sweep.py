@@ -9,7 +9,8 @@ import sys
 import jax
 import pytest
 
-from rs import metrics, rundir, sharding, train
+from rs import rundir, sharding, train
+from rs.errors import UserError
 from rs.tools import pareto, sweep
 
 
@@ -51,7 +52,7 @@ def test_regularization_rule_gives_every_released_config(name):
 
 
 def test_unknown_depth_is_a_clear_error(tiny):
-  with pytest.raises(ValueError, match='depth 51 is not registered'):
+  with pytest.raises(UserError, match='51 is not registered'):
     sweep.expand(tiny(), (1.0,), (51,), (32,), (1,))
 
 

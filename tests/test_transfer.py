@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from rs import checkpoint, optim, programs, train, transfer, weights
+from rs import checkpoint, optim, programs, train, transfer, validate, weights
 from rs.state import path_name
 
 
@@ -89,6 +89,23 @@ def test_finetune_with_a_frozen_backbone_changes_only_the_new_head_and_keeps_bn_
                                   err_msg=name)
   fresh = variables_of(config, 0)['params']['head']['kernel']  # the run's own init (seed 0)
   assert not np.allclose(tuned['params']['head']['kernel'], fresh)  # trained
+
+
+def test_weights_for_another_head_are_refused_before_anything_is_written(tiny, tmp_path):
+  """init_from with 7-class weights for a 10-class dataset and no init_skip: one line naming
+  both networks and the fix, and no workdir."""
+  source = tiny()
+  saved = variables_of(source, 7, num_classes=7)
+  weights.save(str(tmp_path / 'weights'), saved,
+               weights.describe(source, 7, 1, source={'tool': 'test'}))
+  with pytest.raises(validate.ConfigError) as error:
+    train.train_and_evaluate(tiny(init_from=str(tmp_path / 'weights')), str(tmp_path / 'run'))
+  assert str(error.value).startswith(
+      f"init_from='{tmp_path}/weights': the weights are resnetrs14 with 7 classes for "
+      '1-channel images; the config builds resnetrs14 with 10 classes for 1-channel images. '
+      'shapes differ for params/head/bias (saved (7,), model (10,)), params/head/kernel')
+  assert "set --config.init_skip to a regex" in str(error.value)
+  assert not (tmp_path / 'run').exists()
 
 
 def test_transfer_config_is_a_vanilla_resnet152_without_sd_or_ema():

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import jax
 import pytest
@@ -71,7 +72,8 @@ def test_every_config_file_passes_on_one_device(name, tmp_path):
     with pytest.raises(validate.ConfigError, match=r'^data.data_dir=.*--config.data.data_dir'):
       validate.check_config(config, one_device)
     for split in ('train', 'validation'):
-      (tmp_path / 'images' / split / 'cat').mkdir(parents=True)
+      for label in ('cat', 'dog'):
+        (tmp_path / 'images' / split / label).mkdir(parents=True)
     config.data.data_dir = str(tmp_path / 'images')
     with pytest.raises(validate.ConfigError, match=r'^init_from=.*--config.init_from'):
       validate.check_config(config, one_device)
@@ -162,11 +164,16 @@ def test_bad_config_fails_in_one_line_before_the_workdir_is_created(case, tmp_pa
   assert message.startswith(f'{field}=')
 
 
-def test_close_dataset_names_are_suggested():
+def test_close_dataset_names_are_suggested(tmp_path):
+  """Looked up offline, at once, leaving no folders (tfds.builder would search community
+  catalogues over the network and retry for minutes)."""
   config = tiny()
   config.data.name = 'imagenet2021'
+  config.data.data_dir = str(tmp_path)
+  start = time.monotonic()
   with pytest.raises(validate.ConfigError, match='did you mean imagenet2012'):
     validate.check_config(config, sharding.create_mesh())
+  assert time.monotonic() - start < 30 and os.listdir(tmp_path) == []
 
 
 def test_batch_must_divide_over_hosts(monkeypatch):
@@ -194,6 +201,11 @@ def test_class_folder_splits_must_exist(tmp_path):
   for split in ('train', 'validation'):
     (root / split / 'cat').mkdir(parents=True)
   mesh = sharding.create_mesh()
+  # One class would train to loss 0 and learn nothing.
+  fails(folder_config(str(root), eval_split='validation'), str(tmp_path / 'run'),
+        f"data.train_split='train': {root}/train has 1 class folder (cat): a classifier needs "
+        'at least 2')
+  (root / 'train' / 'dog').mkdir()
   validate.check_config(folder_config(str(root), eval_split='validation'), mesh)
   fails(folder_config(str(root), eval_split='val'), str(tmp_path / 'run'),
         "data.eval_split='val': ", 'split folders (train, validation)')
@@ -376,3 +388,20 @@ def test_a_run_directory_is_no_init_from(tmp_path):
   (tmp_path / 'source' / 'model.json').write_text('{}')
   fails(tiny(init_from=workdir), str(tmp_path / 'run'), f'init_from={workdir!r}: no model.json '
         'and variables there (this is a run directory: rs.export it first)')
+
+
+def test_a_grayscale_config_on_colour_images_is_refused_before_anything_is_written(tmp_path):
+  """Fashion-MNIST's one mean/std value on RGB class folders: caught where it starts, not by
+  rs.predict after training and export."""
+  pytest.importorskip('skimage.data')
+  from rs.tools import photo_dataset
+  root = str(tmp_path / 'photos')
+  items = photo_dataset.examples(2, 2, size=(40, 30))
+  for split in ('train', 'validation'):
+    photo_dataset.write_folder(root, split, items)
+  config = folder_config(root, eval_split='validation')
+  with pytest.raises(validate.ConfigError, match=re.escape(
+      "data.mean=(72.93,): 1 value for images with 3 channels (folder train): give one per "
+      "channel, e.g. ImageNet's (123.675, 116.28, 103.53)")):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()

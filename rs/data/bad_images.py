@@ -15,11 +15,12 @@ import tensorflow as tf
 from etils import epath
 
 from rs.data import tf_preprocess
+from rs.errors import UserError
 
 BAD_IMAGE_MODES = ('skip', 'stop')  # data.bad_images
 
 
-class UndecodableImageError(ValueError):
+class UndecodableImageError(UserError, ValueError):
   """An image that does not decode (data.bad_images='stop'), or too few that do."""
 
 

@@ -11,9 +11,17 @@ public code or config reproduces, so rs chooses them by a stated rule:
   400: (4, 42, 83, 4), the same rule between RS-350 and RS-420 (4, 44, 87, 4); 3*133 + 2 = 401.
 Any other layout is `create_model('resnetrs50', stage_sizes=(...))`.
 """
+import difflib
+
 import jax.numpy as jnp
 
+from rs.errors import UserError
 from rs.models.resnet import ResNet
+
+
+class UnknownModelError(UserError, ValueError):
+  """A model name that is not registered."""
+
 
 # Compute dtypes by config name; parameters, BN statistics and the loss stay float32.
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -43,11 +51,20 @@ MODELS = {
 
 def create_model(name: str, **overrides) -> ResNet:
   """The registered network `name`, with any ResNet field overridden (width, dtype, ...)."""
-  if name not in MODELS:
-    raise ValueError(f'Unknown model {name!r}; registered: {", ".join(sorted(MODELS))}')
+  check_name(name)
   fields = {**MODELS[name], **overrides}
   fields['stage_sizes'] = stage_tuple(fields['stage_sizes'])
   return ResNet(**fields)
+
+
+def check_name(name: str) -> None:
+  """UnknownModelError, with the closest registered name, unless `name` is registered."""
+  if name not in MODELS:
+    close = difflib.get_close_matches(str(name), MODELS, n=1)
+    depths = ', '.join(str(d) for d in STAGE_SIZES)
+    raise UnknownModelError(f'unknown model {name!r}; '
+                            + (f'did you mean {close[0]}? ' if close else '')
+                            + f'registered: resnetrsD (ResNet-RS) and resnetD, D in {depths}')
 
 
 def stage_tuple(stage_sizes) -> tuple[int, ...] | None:

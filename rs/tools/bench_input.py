@@ -35,8 +35,13 @@ import time
 
 import numpy as np
 import tensorflow as tf
+from absl import flags
 
-from rs.data import randaugment, randaugment_plain, records, streaming, tf_preprocess
+from rs import cli
+from rs import validate
+from rs.data import randaugment, randaugment_plain, records, streaming
+from rs.data import tf_preprocess
+from rs.errors import UserError
 
 
 def cond_chain_randaugment(image, num_layers: int, magnitude: float, seed):
@@ -121,12 +126,34 @@ def timed_round(dataset: tf.data.Dataset, batch_size: int, batches: int,
   return images / (time.perf_counter() - wall), images / (time.process_time() - cpu)
 
 
+def _undecodable(path: str) -> str | None:
+  """Why the image at `path` cannot be decoded; None if it can."""
+  try:
+    with open(path, 'rb') as file:
+      return tf_preprocess.decode_error(file.read()) or None
+  except OSError as e:
+    return f'unreadable ({e})'
+
+
+def readable_files(data_dir: str, sample: int = 8) -> tuple[np.ndarray, np.ndarray]:
+  """The class folder's training files and labels; UserError if there are none (raised by
+  FolderRecords), or if none of the first `sample` decodes (both pipelines would only fail, on a
+  file they cannot name)."""
+  with validate.data_errors():
+    paths, labels = records.FolderRecords(data_dir).files('train')
+  reasons = [_undecodable(p) for p in paths[:sample]]
+  if all(reasons):
+    raise UserError(f'--data={data_dir}: none of the first {len(reasons)} images decodes, e.g. '
+                    f'{paths[0]}: {reasons[0]}')
+  return paths, labels
+
+
 def benchmark(config, data_dir: str, batch_size: int = 128, batches: int = 10,
               rounds: int = 5, threads: int | None = None, warmup: int = 2) -> dict:
   """Alternating rounds of both pipelines; medians of images/s, images per CPU-second and
   the ratios rs / plain."""
   threads = threads or os.cpu_count()
-  paths, labels = records.FolderRecords(data_dir).files('train')
+  paths, labels = readable_files(data_dir)
   datasets = {'rs': rs_dataset(data_dir, config, batch_size, threads),
               'plain': plain_dataset(paths, labels, config.data, batch_size, threads)}
   rates = {name: [] for name in datasets}
@@ -150,7 +177,6 @@ def benchmark(config, data_dir: str, batch_size: int = 128, batches: int = 10,
 
 
 def main(argv):
-  from absl import flags
   del argv
   f = flags.FLAGS
   result = benchmark(f.config, f.data, f.batch_size, f.batches, f.rounds, f.threads, f.warmup)
@@ -167,16 +193,21 @@ def main(argv):
         f"{result['threads']} threads)")
 
 
-if __name__ == '__main__':
-  from absl import app, flags
+def define_flags():
+  """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
   from ml_collections import config_flags
   config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.')
   flags.DEFINE_string('data', None, 'A folder with train/CLASS/*.jpg (rs.tools.photo_dataset).')
-  flags.DEFINE_integer('batch_size', 128, 'Images per batch.')
-  flags.DEFINE_integer('batches', 10, 'Batches per timed round.')
-  flags.DEFINE_integer('rounds', 5, 'Timed rounds per pipeline (alternating).')
-  flags.DEFINE_integer('warmup', 2, 'Untimed batches at the start of each round.')
-  flags.DEFINE_integer('threads', None, 'tf.data threads for both; default: all CPU cores.')
+  flags.DEFINE_integer('batch_size', 128, 'Images per batch.', lower_bound=1)
+  flags.DEFINE_integer('batches', 10, 'Batches per timed round.', lower_bound=1)
+  flags.DEFINE_integer('rounds', 5, 'Timed rounds per pipeline (alternating).', lower_bound=1)
+  flags.DEFINE_integer('warmup', 2, 'Untimed batches at the start of each round.', lower_bound=0)
+  flags.DEFINE_integer('threads', None, 'tf.data threads for both; default: all CPU cores.',
+                       lower_bound=1)
   flags.DEFINE_bool('json', False, 'Print one JSON object.')
   flags.mark_flags_as_required(['config', 'data'])
-  app.run(main)
+
+
+if __name__ == '__main__':
+  define_flags()
+  cli.run(main)

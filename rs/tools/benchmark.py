@@ -42,9 +42,10 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from rs import memory, optim, programs, sharding, step as step_lib
-from rs.tools import summary
+from rs import cli, memory, models, optim, programs, sharding, step as step_lib, validate
+from rs.errors import UserError
 from rs.models import DTYPES, MODELS, architecture
+from rs.tools import summary
 
 TIMM_MODES = ('eager', 'compiled')
 
@@ -339,6 +340,23 @@ def format_text(results: list[dict]) -> str:
   return '\n'.join(lines)
 
 
+def check_sizes(config, devices: tuple[int, ...], from_config: bool) -> None:
+  """The batch splits over every device count and the image suits the network, named by the
+  flags that set them (--batch_size, or --config.batch_size with a config)."""
+  batch_flag, size_flag = (('config.batch_size', 'config.data.image_size') if from_config
+                           else ('batch_size', 'image_size'))
+  if any(d < 1 for d in devices):
+    raise UserError(f'--devices={",".join(map(str, devices))}: give device counts of 1 or more')
+  if config.batch_size < 1:
+    raise UserError(f'--{batch_flag}={config.batch_size}: give 1 or more')
+  for count in devices:
+    if config.batch_size % count:
+      raise UserError(f'--{batch_flag}={config.batch_size} does not split over --devices='
+                      f'{count}: give a multiple of {count}')
+  model = models.create_model(config.model.name, **architecture.resolved(config.model))
+  validate.check_image_size(model, config.model.name, config.data.image_size, size_flag)
+
+
 def define_flags():
   config_flags.DEFINE_config_file(
       'config', BASE_CONFIG, 'Benchmark what this training config runs (model, resolution, '
@@ -370,7 +388,8 @@ def main(argv):
     config = f.config if f['config'].present else rs_config(
         f.config, f.model, f.image_size, f.batch_size, f.dtype, f.width_multiplier)
     devices = tuple(int(d) for d in f.devices)
-    sharding.request_cpu_devices(max(devices, default=1))
+    sharding.request_cpu_devices(max(devices, default=1))  # before JAX starts (below)
+    check_sizes(config, devices, from_config=f['config'].present)
     results = run(config, tuple(f.compare), tuple(f.timm_modes), f.channels_last, f.steps,
                   f.rounds, tuple(f.kinds), devices, f.num_classes, f.linear_probe)
   except ValueError as e:
@@ -384,4 +403,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

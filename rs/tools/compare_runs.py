@@ -21,7 +21,9 @@ import dataclasses
 import statistics
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from rs import cli
 
 
 @dataclasses.dataclass
@@ -122,7 +124,7 @@ def main(argv):
     base, loss_rtol, comparisons = compare_all(f.baseline, f.runs, f.reference, f.tag,
                                                f.loss_rtol, f.top1_atol)
   except ValueError as e:
-    sys.exit(f'error: {e}')
+    cli.fail(str(e))
   print(format_table(base, comparisons, f.tag, loss_rtol, f.top1_atol))
   if not all(c.passed for c in comparisons):
     sys.exit(1)
@@ -130,4 +132,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

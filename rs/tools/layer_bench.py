@@ -15,8 +15,9 @@ import os
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 
+from rs import cli
 from rs.tools import benchmark
 
 
@@ -134,11 +135,16 @@ def main(argv):
   print('sums (ms):', ', '.join(f'{k[:-3]} {v:.0f}' for k, v in total.items()))
 
 
-if __name__ == '__main__':
+def define_flags():
+  """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
   flags.DEFINE_integer('image_size', 160, 'Input resolution of the network.')
   flags.DEFINE_integer('batch_size', 32, 'Batch.')
   flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.')
   flags.DEFINE_integer('repeats', 5, 'Timed calls per contender.')
   flags.DEFINE_string('only', '', 'Only layers whose name contains this.')
   flags.DEFINE_bool('json', False, 'One JSON object per layer.')
-  app.run(main)
+
+
+if __name__ == '__main__':
+  define_flags()
+  cli.run(main)

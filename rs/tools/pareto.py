@@ -22,7 +22,10 @@ import dataclasses
 import json
 import os
 
-from absl import app, flags
+from absl import flags
+
+from rs import cli
+from rs.errors import UserError
 
 
 @dataclasses.dataclass
@@ -243,8 +246,8 @@ def main(argv):
   for workdir in skipped:
     print(f'skipped (no eval.json or benchmark.jsonl yet): {workdir}')
   if not runs:
-    raise app.UsageError(f'no finished, benchmarked runs under {", ".join(f.runs)}: run '
-                         'rs.tools.sweep with --benchmark first')
+    raise UserError(f'no finished, benchmarked runs under {", ".join(f.runs)}: run '
+                    'rs.tools.sweep with --benchmark first')
   mark_frontier(runs)
   paths = plot(runs, f.out)
   from rs import rundir
@@ -252,8 +255,13 @@ def main(argv):
   print(f'{len(runs)} runs -> ' + ', '.join(paths + [os.path.join(f.out, 'pareto.md')]))
 
 
-if __name__ == '__main__':
+def define_flags():
+  """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
   flags.DEFINE_list('runs', None, 'Workdirs, or directories of workdirs.')
   flags.DEFINE_string('out', None, 'Where the PNG files and pareto.md go.')
   flags.mark_flags_as_required(['runs', 'out'])
-  app.run(main)
+
+
+if __name__ == '__main__':
+  define_flags()
+  cli.run(main)

@@ -15,6 +15,9 @@ import os
 import tarfile
 
 import numpy as np
+from absl import flags
+
+from rs import cli
 
 # scikit-image sample photographs that need no download: colour first.
 PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'immunohistochemistry',
@@ -139,7 +142,6 @@ def write_imagenet_manual(manual_dir: str, train_items, num_val: int,
 
 def main(argv):
   del argv
-  from absl import flags
   f = flags.FLAGS
   items = examples(f.num_classes, f.per_class, seed=0)
   val = examples(f.num_classes, max(1, f.per_class // 5), seed=1)
@@ -153,11 +155,16 @@ def main(argv):
   print(f'{len(items)} training and {len(val)} validation images ({f.format}) in {f.out}')
 
 
-if __name__ == '__main__':
-  from absl import app, flags
+def define_flags():
+  """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
   flags.DEFINE_enum('format', 'folder', ['folder', 'tfds', 'imagenet2012'], 'Output format.')
   flags.DEFINE_string('out', None, 'Output folder (a data_dir for tfds, a manual_dir for '
                       'imagenet2012).', required=True)
-  flags.DEFINE_integer('num_classes', 8, 'Classes (one photograph each), at most 16.')
-  flags.DEFINE_integer('per_class', 40, 'Training images per class.')
-  app.run(main)
+  flags.DEFINE_integer('num_classes', 8, f'Classes (one photograph each), at most {len(PHOTOS)}.',
+                       lower_bound=1, upper_bound=len(PHOTOS))
+  flags.DEFINE_integer('per_class', 40, 'Training images per class.', lower_bound=1)
+
+
+if __name__ == '__main__':
+  define_flags()
+  cli.run(main)

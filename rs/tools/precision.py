@@ -16,9 +16,9 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from rs import optim, programs, sharding, step as step_lib
+from rs import cli, optim, programs, sharding, step as step_lib
 
 
 def photographs(image_size: int, batch_size: int) -> np.ndarray:
@@ -94,7 +94,8 @@ def main(argv):
     print(json.dumps(result))
 
 
-if __name__ == '__main__':
+def define_flags():
+  """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
   from ml_collections import config_flags
   from rs.tools.benchmark import BASE_CONFIG
   config_flags.DEFINE_config_file('config', BASE_CONFIG, 'The training recipe compared.')
@@ -102,4 +103,8 @@ if __name__ == '__main__':
   flags.DEFINE_integer('image_size', 160, 'Square input resolution.')
   flags.DEFINE_integer('batch_size', 32, 'Examples per step.')
   flags.DEFINE_integer('steps', 10, 'Train steps compared.')
-  app.run(main)
+
+
+if __name__ == '__main__':
+  define_flags()
+  cli.run(main)

@@ -7,7 +7,13 @@ The images are the first training batches exactly as the train step receives the
 flip, RandAugment; before the on-device mean/std normalisation), so --config.seed and
 --start_step pick which ones.
 """
+import os
+
 import numpy as np
+from absl import flags
+
+from rs import cli
+from rs.errors import UserError
 
 
 def grid(images: np.ndarray, columns: int, gap: int = 2) -> np.ndarray:
@@ -35,23 +41,31 @@ def augmented_images(config, count: int, start_step: int = 0) -> np.ndarray:
 
 
 def main(argv):
-  from absl import flags
   from PIL import Image
   del argv
   f = flags.FLAGS
+  folder = os.path.dirname(os.path.abspath(f.out))
+  if os.path.isdir(f.out) or not f.out.lower().endswith('.png'):
+    raise UserError(f'--out={f.out}: give the path of a .png file to write')
+  if not os.path.isdir(folder):
+    raise UserError(f'--out={f.out}: the folder {folder} does not exist; create it first')
   images = augmented_images(f.config, f.rows * f.columns, f.start_step)
   Image.fromarray(grid(images, f.columns)).save(f.out)
   print(f'{len(images)} augmented training images ({images.shape[1]}x{images.shape[2]}) '
         f'-> {f.out}')
 
 
-if __name__ == '__main__':
-  from absl import app, flags
+def define_flags():
+  """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
   from ml_collections import config_flags
   config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.')
   flags.DEFINE_string('out', 'augment.png', 'The PNG to write.')
-  flags.DEFINE_integer('rows', 4, 'Rows of the grid.')
-  flags.DEFINE_integer('columns', 8, 'Columns of the grid.')
-  flags.DEFINE_integer('start_step', 0, 'The first training batch to show.')
+  flags.DEFINE_integer('rows', 4, 'Rows of the grid.', lower_bound=1)
+  flags.DEFINE_integer('columns', 8, 'Columns of the grid.', lower_bound=1)
+  flags.DEFINE_integer('start_step', 0, 'The first training batch to show.', lower_bound=0)
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+
+
+if __name__ == '__main__':
+  define_flags()
+  cli.run(main)

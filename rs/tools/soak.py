@@ -23,7 +23,9 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
+
+from rs import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Longer than configs/tiny.py's 6 steps, so there are many moments to kill at: saves every 4
@@ -153,10 +155,14 @@ def random_kill(rng: random.Random, reached: int, total_steps: int):
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_float('minutes', 30, 'How long to keep killing and resuming.')
-flags.DEFINE_string('out', None, 'Folder for the two workdirs (default: a new temporary one).')
-flags.DEFINE_integer('seed', 0, 'Seed of the random kill points.')
-flags.DEFINE_integer('devices', 2, 'CPU devices of each run.')
+
+
+def define_flags():
+  """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
+  flags.DEFINE_float('minutes', 30, 'How long to keep killing and resuming.')
+  flags.DEFINE_string('out', None, 'Folder for the two workdirs (default: a new temporary one).')
+  flags.DEFINE_integer('seed', 0, 'Seed of the random kill points.')
+  flags.DEFINE_integer('devices', 2, 'CPU devices of each run.')
 
 
 def main(argv):
@@ -199,4 +205,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  define_flags()
+  cli.run(main)

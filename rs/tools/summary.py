@@ -13,8 +13,9 @@ import json
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 
+from rs import cli, validate
 from rs.models import create_model, official
 
 
@@ -37,6 +38,7 @@ def summarize(name: str, image_size: int, num_classes: int = 1000, compiled: boo
   # XLA's own convolutions: the CPU-friendly lowering pads stride-2 kernels (more taps counted).
   overrides = {'conv_lowering': 'native'} | overrides
   model = create_model(name, num_classes=num_classes, **overrides)
+  validate.check_image_size(model, name, image_size)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape), False))
   variables = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=cpu),
                            variables)
@@ -96,4 +98,4 @@ def define_flags():
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

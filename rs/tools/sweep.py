@@ -25,6 +25,8 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
+from rs import cli
+from rs.errors import UserError
 from rs.models import MODELS
 
 PAPER_GRID = {
@@ -62,7 +64,7 @@ def configure(base, point: Point, regularize: bool = True):
   model = f'resnetrs{point.depth}'
   if model not in MODELS:
     depths = sorted(int(n[len('resnetrs'):]) for n in MODELS if n.startswith('resnetrs'))
-    raise ValueError(f'depth {point.depth} is not registered; use one of {depths}')
+    raise UserError(f'--depths: {point.depth} is not registered; use some of {depths}')
   c = copy.deepcopy(base)
   c.model.name = model
   c.model.stage_sizes = None  # the depth's registered layout, not the base config's
@@ -83,6 +85,9 @@ def expand(base, widths, depths, resolutions, epochs, only: str = '*',
            regularize: bool = True) -> list[tuple[Point, object]]:
   """Every (point, config) of the grid whose name matches the glob `only`, cheapest first
   (epochs, then depth, width, resolution), so short runs report early."""
+  for flag, values in (('widths', widths), ('resolutions', resolutions), ('epochs', epochs)):
+    if not values or any(not v > 0 for v in values):
+      raise UserError(f'--{flag}={",".join(f"{v:g}" for v in values)}: give values above 0')
   points = sorted((Point(float(w), int(d), int(r), float(e))
                    for e in epochs for d in depths for w in widths for r in resolutions),
                   key=lambda p: (p.epochs, p.depth, p.width, p.resolution))
@@ -169,4 +174,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)
