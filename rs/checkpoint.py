@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from rs import rundir
+from rs import logs, rundir
 from rs.errors import UserError, one_line
 from rs.state import path_name
 
@@ -74,6 +74,8 @@ class Checkpointer:
                        'both be >= 1')
     _plain_cpu_transfers()
     self.read_only = read_only
+    if not read_only:
+      logs.drop_closed_loop_tracebacks()
     if read_only:
       options = ocp.CheckpointManagerOptions(read_only=True, create=False,
                                              cleanup_tmp_directories=False)
@@ -139,6 +141,7 @@ class Checkpointer:
     return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
 
   def _save_failed(self, error: Exception) -> CheckpointError:
+    logs.quiet_failed_save_tasks()
     text = str(error)
     why = ('the disk is full' if 'No space left' in text or 'RESOURCE_EXHAUSTED' in text else
            'permission denied' if 'Permission denied' in text or 'PERMISSION_DENIED' in text
@@ -226,16 +229,20 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def close(self):
-    """Waits for the last asynchronous save to be complete on disk (CheckpointError if it
-    failed), then stops orbax's threads."""
+    """Waits for the last asynchronous save to be complete on disk, then stops orbax's
+    threads; CheckpointError if the save failed (orbax raises it again on closing)."""
+    failure = None
+    if not self.read_only:
+      try:
+        self._manager.wait_until_finished()
+      except Exception as e:  # pylint: disable=broad-except
+        failure = self._save_failed(e)
     try:
-      if not self.read_only:
-        try:
-          self._manager.wait_until_finished()
-        except Exception as e:  # pylint: disable=broad-except
-          raise self._save_failed(e) from None
-    finally:
       self._manager.close()
+    except Exception as e:  # pylint: disable=broad-except
+      failure = failure or self._save_failed(e)
+    if failure is not None:
+      raise failure
 
   def __enter__(self) -> 'Checkpointer':
     return self

@@ -35,18 +35,41 @@ def quiet_library_logs(level: int = logging.WARNING) -> None:
   """The one way rs quiets its libraries' logging: their lines below `level` are dropped.
   The trainer keeps library warnings (WARNING); commands whose output is a result line
   (rs.export, rs.predict) keep only their errors (ERROR). rs's own lines all stay."""
-  logging.getLogger('absl').addFilter(_LibraryFilter(level))
-  sys.excepthook = _without_closed_loop_callbacks(sys.excepthook)
+  quiet = _LibraryFilter(level)
+  # On the 'absl' logger (orbax and tfds log through absl.logging) and on the root's handlers
+  # (JAX logs through its own loggers, whose records only meet the handlers).
+  logging.getLogger('absl').addFilter(quiet)
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(quiet)
 
 
-def _without_closed_loop_callbacks(excepthook):
-  """`excepthook` except for tensorstore's callbacks into an asyncio loop orbax has closed
-  after a failed save (one traceback per pending write; rs.checkpoint reports the failure)."""
+def quiet_failed_save_tasks() -> None:
+  """After a failed save: asyncio's 'Task exception was never retrieved' for each array orbax
+  left unwritten (logged as the process exits) is dropped; rs.checkpoint has reported the
+  failure in one line."""
+  logging.getLogger('asyncio').setLevel(logging.CRITICAL)
+
+
+def drop_closed_loop_tracebacks() -> None:
+  """Drops tensorstore's callbacks into the asyncio loop orbax closes when a save fails (one
+  traceback per pending write, printed as the save fails, before rs notices it), whether they
+  reach sys.excepthook or sys.unraisablehook. Installed by rs.checkpoint when it starts saving,
+  after the libraries that may replace the hooks are imported; nothing else in rs raises that
+  error."""
+  closed = lambda kind, error: kind is RuntimeError and str(error) == 'Event loop is closed'
+  excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+  if getattr(excepthook, 'drops_closed_loop', False):
+    return
+
   def hook(kind, error, traceback):
-    if kind is RuntimeError and str(error) == 'Event loop is closed':
-      return
-    excepthook(kind, error, traceback)
-  return hook
+    if not closed(kind, error):
+      excepthook(kind, error, traceback)
+
+  def unraisable(info):
+    if not closed(info.exc_type, info.exc_value):
+      unraisablehook(info)
+  hook.drops_closed_loop = True
+  sys.excepthook, sys.unraisablehook = hook, unraisable
 
 
 def import_tensorflow_quietly():

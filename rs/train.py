@@ -205,6 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # Compile on the first batch and check the step fits the device before running it.
     batches = pipeline.train_iter(start_step)
     first = next(batches)
+    logging.info('Compiling the train step.')
     train_fn = training.train_fn.lower(state, sharding.to_global(first, mesh)).compile()
     local_device = next(d for d in mesh.devices.flat if d.process_index == jax.process_index())
     memory.check_fits(train_fn, 'The train step', memory.device_limit(local_device))

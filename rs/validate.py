@@ -280,7 +280,7 @@ def check_channels(config, channels: int) -> None:
   """data.mean and data.std give one value per channel of the dataset's images: a 1-channel
   config (Fashion-MNIST's) on RGB images would train, then describe its weights wrongly."""
   for field in ('mean', 'std'):
-    values = tuple(config.data[field])
+    values = tuple(float(f'{v:.6g}') for v in config.data[field])  # 72.93, not 72.92999999999999
     if len(values) != channels:
       imagenet = {'mean': '(123.675, 116.28, 103.53)', 'std': '(58.395, 57.12, 57.375)'}[field]
       example = f", e.g. ImageNet's {imagenet}" if channels == 3 else ''

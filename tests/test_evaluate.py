@@ -65,7 +65,7 @@ def test_unknown_split_is_a_clear_error(photo_dataset):
 
 def test_evaluate_without_weights_or_data_fails_clearly(tmp_path):
   import jax
-  from rs import evaluate, weights
+  from rs import evaluate, validate, weights
   with pytest.raises(weights.WeightsError, match='holds no rs weights'):
     evaluate.evaluate_weights(str(tmp_path / 'nothing'))
   # ImageNet weights (as rs.convert describes them) and no ImageNet in the data_dir.
@@ -75,5 +75,6 @@ def test_evaluate_without_weights_or_data_fails_clearly(tmp_path):
   variables = jax.jit(lambda: model.init(jax.random.key(0), np.zeros((1, 32, 32, 3)),
                                          train=False))()
   weights.save(str(tmp_path / 'w'), variables, description)
-  with pytest.raises(FileNotFoundError, match='imagenet2012'):
+  with pytest.raises(validate.ConfigError, match='no prepared imagenet2012 in .*--config.data.'
+                     'manual_dir=FOLDER'):  # one line from rs.evaluate, as from rs.main
     evaluate.evaluate_weights(str(tmp_path / 'w'), data_dir=str(tmp_path / 'tfds'))

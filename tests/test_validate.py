@@ -396,10 +396,11 @@ def test_a_grayscale_config_on_colour_images_is_refused_before_anything_is_writt
   pytest.importorskip('skimage.data')
   from rs.tools import photo_dataset
   root = str(tmp_path / 'photos')
-  items = photo_dataset.examples(2, 2, size=(40, 30))
+  items = photo_dataset.examples(2, 4, size=(40, 30))
   for split in ('train', 'validation'):
     photo_dataset.write_folder(root, split, items)
   config = folder_config(root, eval_split='validation')
+  config.batch_size = config.eval_batch_size = 8
   with pytest.raises(validate.ConfigError, match=re.escape(
       "data.mean=(72.93,): 1 value for images with 3 channels (folder train): give one per "
       "channel, e.g. ImageNet's (123.675, 116.28, 103.53)")):

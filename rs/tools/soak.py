@@ -33,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SOAK_OVERRIDES = ('--config.train_steps=48', '--config.checkpoint_every_steps=4',
                   '--config.keep_checkpoints=3', '--config.eval_every_steps=12',
                   '--config.log_every_steps=1', "--config.data.eval_split=test[:128]")
-TRAIN_LINE = re.compile(r'\[train (\d+)\]')
+TRAIN_LINE = re.compile(r'\[train +(\d+)/\d+\]')  # rs.metrics.progress_line
 RESUMED_LINE = re.compile(r'Resumed from the checkpoint at step (\d+)')
 
 
