@@ -257,6 +257,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                metrics.steps_text(steps.total / steps.steps_per_epoch),
                (time.monotonic() - started) / 60, f'{throughput.images_per_sec(step):,.0f}',
                f'Final evaluation: {metrics.eval_text(result)}' if result else 'Not evaluated',
-               rundir.checkpoints(workdir), rundir.path(workdir) / 'tb', workdir,
-               rundir.path(workdir) / 'export')
+               *(f'{workdir.rstrip("/")}/{name}' for name in ('checkpoints', 'tb')), workdir,
+               f'{workdir.rstrip("/")}/export')
   return result
