@@ -82,6 +82,30 @@ def write_eval(workdir: str, step: int, epoch: float, result: dict[str, float]) 
                                                     indent=1))
 
 
+class NewWorkdir:
+  """Context manager: a workdir this run creates is removed again if the run fails before
+  `keep()` (called when training starts): what it holds then is no work, only config.json,
+  model.json and empty logs, and a failed start (data that does not decode, a step that does
+  not fit the device) should leave the disk as it was. An existing workdir is never touched."""
+
+  def __init__(self, workdir: str):
+    self.path = path(workdir)
+    self.created = jax.process_index() == 0 and not self.path.exists()
+
+  def keep(self) -> None:
+    self.created = False
+
+  def __enter__(self) -> 'NewWorkdir':
+    return self
+
+  def __exit__(self, exc_type, exc, traceback) -> bool:
+    if exc_type is not None and self.created and self.path.exists():
+      logging.info('Removing %s: the run failed before it trained (nothing in it is work).',
+                   self.path)
+      self.path.rmtree()
+    return False
+
+
 class WorkdirInUse(UserError):
   """Another run is training in the workdir."""
 

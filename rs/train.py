@@ -164,7 +164,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   validate.check_init_fits(config, pipeline.num_classes, pipeline.image_shape)
 
   # One writer per workdir (a second run refuses here, naming the first); then the run's files.
-  with rundir.Lock(workdir) as lock, \
+  with rundir.NewWorkdir(workdir) as new_workdir, \
+       rundir.Lock(workdir) as lock, \
        contextlib.closing(metrics.create_writer(workdir)) as writer, \
        checkpoint.Checkpointer(rundir.checkpoints(workdir), config.checkpoint_every_steps,
                                config.keep_checkpoints) as ckpt, \
@@ -210,6 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     local_device = next(d for d in mesh.devices.flat if d.process_index == jax.process_index())
     memory.check_fits(train_fn, 'The train step', memory.device_limit(local_device))
     batches = itertools.chain([first], batches)
+    new_workdir.keep()  # from here on the workdir holds work (logs, then checkpoints)
 
     throughput = metrics.Throughput(steps.total, config.batch_size, start_step)
     train_metrics, result = [], {}

@@ -12,6 +12,7 @@ import jax
 import pytest
 
 from rs import rundir, sharding, train, validate
+from rs.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -404,5 +405,26 @@ def test_a_grayscale_config_on_colour_images_is_refused_before_anything_is_writt
   with pytest.raises(validate.ConfigError, match=re.escape(
       "data.mean=(72.93,): 1 value for images with 3 channels (folder train): give one per "
       "channel, e.g. ImageNet's (123.675, 116.28, 103.53)")):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('mode, says', [
+    ('skip', 'too few images of train decode to fill an epoch'),
+    ('stop', 'undecodable image '),
+])
+def test_a_dataset_that_does_not_decode_leaves_no_workdir(tmp_path, mode, says):
+  """Found when the first batch is read (after the workdir is set up): one line, and the
+  workdir this run created is removed again."""
+  root = tmp_path / 'junk'
+  for split in ('train', 'validation'):
+    for label in ('cat', 'dog'):
+      (root / split / label).mkdir(parents=True)
+      for i in range(8):
+        (root / split / label / f'{i}.jpg').write_text('not a jpeg')
+  config = folder_config(str(root), eval_split='validation')
+  config.data.update(mean=(127.5,) * 3, std=(58.0,) * 3, bad_images=mode)
+  config.batch_size = config.eval_batch_size = 8
+  with pytest.raises(UserError, match=says):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
