@@ -156,3 +156,26 @@ def test_a_config_field_can_be_set_to_none_from_the_command_line(monkeypatch):
   assert c.train_steps is None and c.train_epochs == 2 and c.batch_size == 16
   assert c.data.data_dir is None and seen['workdir'] == '/tmp/never'
   assert json.loads(c.to_json())['train_steps'] is None
+
+
+def test_weights_that_do_not_match_their_description_are_one_line(tmp_path, tiny):
+  """rs.evaluate on a weights directory whose arrays are another network's than model.json
+  says (width 0.125 saved, 0.25 described): one line naming the difference, not orbax's tree
+  diff."""
+  import jax
+  import jax.numpy as jnp
+  from rs import programs, weights
+  config = tiny()
+  model = programs.build_model(config, 10)
+  variables = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, 24, 24, 1)),
+                                         train=False))()
+  weights.save(str(tmp_path / 'w'), variables, weights.describe(config, 10, 1))
+  described = json.loads((tmp_path / 'w' / 'model.json').read_text())
+  described['architecture']['width_multiplier'] = 0.25
+  (tmp_path / 'w' / 'model.json').write_text(json.dumps(described))
+  result = run_command('rs.evaluate', f'--weights={tmp_path}/w')
+  lines = result.stderr.strip().splitlines()
+  assert result.status == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+  assert [line for line in lines if line.startswith('error:')] == lines[-1:]
+  assert 'do not fit the network model.json describes' in lines[-1], lines[-1]
+  assert 'partial_restore' not in result.stderr
