@@ -58,11 +58,14 @@ _OVERRIDE = re.compile(r'^--?(\w+)\.([\w.]+)(?:=(.*))?$')
 def parse_flags(argv: list[str]) -> list[str]:
   """flags.FLAGS(argv), every mistake reported in one line; `--NAME.field=None` sets the config
   field to None."""
+  # config_flags reads its overrides' names from sys.argv itself, so a misspelled field set to
+  # None fails inside the parse too: it is explained from the whole command line.
+  given = argv
   argv, nones = _take_none_overrides(argv)
   try:
     remaining = flags.FLAGS(argv)
   except Exception as e:  # flags.Error, and whatever a config file raises while it loads
-    fail(explain_flag_error(e, argv))
+    fail(explain_flag_error(e, given))
   for name in _config_flag_names():
     # A config file that cannot be read is not an error to absl: config_flags defers it to
     # the first use of the config, as a traceback.
@@ -70,6 +73,8 @@ def parse_flags(argv: list[str]) -> list[str]:
       _config_of(name, argv)  # fails, naming what is wrong with the file
   for name, field in nones:
     config = flags.FLAGS[name].value
+    if field not in _fields(config):  # were config_flags to stop reading sys.argv
+      fail(_unknown_field(name, field, config))
     *parents, last = field.split('.')
     for key in parents:
       config = config[key]
@@ -91,11 +96,6 @@ def _take_none_overrides(argv):
       nones.append((match[1], match[2]))
     else:
       kept.append(arg)
-  if nones:  # a misspelled field among them is reported like any other
-    for name, field in nones:
-      config = _config_of(name, argv)
-      if config is not None and field not in _fields(config):
-        fail(_unknown_field(name, field, config))
   return kept, nones
 
 
@@ -144,7 +144,7 @@ def _config_of(name: str, argv: list[str]):
   try:
     return load_config_file(argument)
   except UserError as e:
-    fail(f'--{name}={argument}: {e}' if not str(e).startswith('config file') else str(e))
+    fail(str(e))  # names the file
 
 
 def _fields(config, prefix: str = '') -> list[str]:

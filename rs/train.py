@@ -253,12 +253,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         logging.warning('Stopped at step %d (%s): checkpoint saved; run the same command to '
                         'resume.', step, stop.signal_name or 'preemption notice')
         return result
-  logging.info('Finished %d steps (%s epochs) in %.1f min, %s training images/s. %s. '
-               'Checkpoints: %s; TensorBoard: tensorboard --logdir=%s; export the weights: '
-               'python -m rs.export --workdir=%s --out=%s', steps.total,
-               metrics.steps_text(steps.total / steps.steps_per_epoch),
-               (time.monotonic() - started) / 60, f'{throughput.images_per_sec(step):,.0f}',
-               f'Final evaluation: {metrics.eval_text(result)}' if result else 'Not evaluated',
-               *(f'{workdir.rstrip("/")}/{name}' for name in ('checkpoints', 'tb')), workdir,
-               f'{workdir.rstrip("/")}/export')
+  base = workdir.rstrip('/')
+  evaluation = f'Final evaluation: {metrics.eval_text(result)}' if result else 'Not evaluated'
+  logging.info(
+      f'Finished {steps.total} steps ({metrics.steps_text(steps.total / steps.steps_per_epoch)} '
+      f'epochs) in {(time.monotonic() - started) / 60:.1f} min, '
+      f'{throughput.images_per_sec(step):,.0f} training images/s. {evaluation}. Checkpoints: '
+      f'{base}/checkpoints; TensorBoard: tensorboard --logdir={base}/tb; export the weights: '
+      f'python -m rs.export --workdir={workdir} --out={base}/export')
   return result

@@ -228,8 +228,8 @@ def check_image_size(model, name: str, size, flag: str = 'image_size',
   smallest = architecture.min_image_size(model)
   if not _is_int(size) or size < smallest:
     stride = architecture.total_stride(model)
-    raise ConfigError(f'{field or "--" + flag}={size!r}: too small for {name}: it shrinks its input '
-                      f'{stride}x, and its last stride-2 layer needs at least 2x2 pixels, so '
+    raise ConfigError(f'{field or "--" + flag}={size!r}: too small for {name}: it shrinks '
+                      f'its input {stride}x, and its last stride-2 layer needs at least 2x2 pixels, so '
                       f'the image needs at least {smallest} px; raise --{flag}')
 
 
@@ -332,6 +332,7 @@ def _check_data(data) -> None:
 
 
 def _check_folder(data) -> None:
+  from rs.data import records  # TensorFlow: only for folder datasets
   if data.augment != 'inception_crop':
     _fail('data.augment', data.augment, 'data.name=folder streams its images: set '
           "--config.data.augment='inception_crop'")
@@ -341,12 +342,10 @@ def _check_folder(data) -> None:
   for field in ('train_split', 'eval_split'):
     split = data[field]
     if not _isdir(os.path.join(data.data_dir, split)):
-      from rs.data import records
       found = records.subfolders(data.data_dir)
       listed = ', '.join(found[:10]) + (f' and {len(found) - 10} more' if found[10:] else '')
       _fail(f'data.{field}', split, f'{data.data_dir} has no such folder: set '
             f'--config.data.{field} to one of its split folders ({listed or "none"})')
-  from rs.data import records
   classes = records.subfolders(os.path.join(data.data_dir, data.train_split))
   if len(classes) < 2:
     # One class trains to loss 0 at once and learns nothing.

@@ -37,8 +37,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from rs import cli
-from rs import validate
+from rs import cli, validate
 from rs.data import randaugment, randaugment_plain, records, streaming
 from rs.data import tf_preprocess
 from rs.errors import UserError

@@ -345,8 +345,6 @@ def check_sizes(config, devices: tuple[int, ...], from_config: bool) -> None:
   flags that set them (--batch_size, or --config.batch_size with a config)."""
   batch_flag, size_flag = (('config.batch_size', 'config.data.image_size') if from_config
                            else ('batch_size', 'image_size'))
-  if any(d < 1 for d in devices):
-    raise UserError(f'--devices={",".join(map(str, devices))}: give device counts of 1 or more')
   if config.batch_size < 1:
     raise UserError(f'--{batch_flag}={config.batch_size}: give 1 or more')
   for count in devices:

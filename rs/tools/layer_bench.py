@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from rs import cli
+from rs import cli, validate
+from rs.models import create_model
 from rs.tools import benchmark
 
 
@@ -117,6 +118,8 @@ def main(argv):
   del argv
   import torch
   f = flags.FLAGS
+  # The layers are RS-50's: an image RS-50 can take.
+  validate.check_image_size(create_model('resnetrs50'), 'resnetrs50', f.image_size)
   torch.set_num_threads(os.cpu_count())
   results = run(f.image_size, f.batch_size, f.dtype, f.repeats, f.only)
   if f.json:
@@ -138,9 +141,9 @@ def main(argv):
 def define_flags():
   """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
   flags.DEFINE_integer('image_size', 160, 'Input resolution of the network.')
-  flags.DEFINE_integer('batch_size', 32, 'Batch.')
+  flags.DEFINE_integer('batch_size', 32, 'Batch.', lower_bound=1)
   flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.')
-  flags.DEFINE_integer('repeats', 5, 'Timed calls per contender.')
+  flags.DEFINE_integer('repeats', 5, 'Timed calls per contender.', lower_bound=1)
   flags.DEFINE_string('only', '', 'Only layers whose name contains this.')
   flags.DEFINE_bool('json', False, 'One JSON object per layer.')
 

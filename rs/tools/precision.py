@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from rs import cli, optim, programs, sharding, step as step_lib
+from rs import cli, optim, programs, sharding, step as step_lib, validate
+from rs.models import create_model
 
 
 def photographs(image_size: int, batch_size: int) -> np.ndarray:
@@ -90,6 +91,7 @@ def compare(recipe, model: str, image_size: int, batch_size: int, steps: int) ->
 def main(argv):
   del argv
   f = flags.FLAGS
+  validate.check_image_size(create_model(f.model), f.model, f.image_size)
   for result in compare(f.config, f.model, f.image_size, f.batch_size, f.steps):
     print(json.dumps(result))
 
@@ -101,8 +103,8 @@ def define_flags():
   config_flags.DEFINE_config_file('config', BASE_CONFIG, 'The training recipe compared.')
   flags.DEFINE_string('model', 'resnetrs50', 'A registered model name.')
   flags.DEFINE_integer('image_size', 160, 'Square input resolution.')
-  flags.DEFINE_integer('batch_size', 32, 'Examples per step.')
-  flags.DEFINE_integer('steps', 10, 'Train steps compared.')
+  flags.DEFINE_integer('batch_size', 32, 'Examples per step.', lower_bound=1)
+  flags.DEFINE_integer('steps', 10, 'Train steps compared.', lower_bound=1)
 
 
 if __name__ == '__main__':

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from absl import flags
 
 from rs import cli, validate
+from rs.errors import UserError
 from rs.models import create_model, official
 
 
@@ -76,6 +77,9 @@ def main(argv):
   if f.released:
     print(released_table())
     return
+  if not f.width_multiplier > 0:
+    raise UserError(f'--width_multiplier={f.width_multiplier:g}: give a channel multiplier '
+                    'above 0')
   overrides = {} if f.width_multiplier == 1.0 else {'width_multiplier': f.width_multiplier}
   s = summarize(f.model, f.image_size, f.num_classes, **overrides)
   if f.json:
