@@ -12,7 +12,7 @@ for another). Then `--config.init_from=DIR` starts training or fine-tuning from 
 
 Every rs variable is looked up by name and shape and every timm tensor must be used once:
 anything missing, left over or misshapen is an error that names it, so nothing is ever
-silently left at its random initial value.
+silently left at its random initial value. With --json, stdout holds only one JSON object.
 """
 import json
 import logging
@@ -194,6 +194,7 @@ def define_flags():
   flags.DEFINE_float('width_multiplier', None, 'Channel multiplier when not 1.')
   flags.DEFINE_integer('image_size', None, 'The resolution the checkpoint was trained at '
                        "(model.json's evaluation input); default: the released one.")
+  flags.DEFINE_bool('json', False, 'Print only one JSON object (model, params, out) on stdout.')
 
 
 def main(argv):
@@ -210,7 +211,11 @@ def main(argv):
     overrides['width_multiplier'] = f.width_multiplier
   variables = convert_file(f.checkpoint, f.model, f.out, f.image_size, **overrides)
   count = sum(x.size for x in jax.tree.leaves(variables['params']))
-  print(json.dumps({'model': f.model, 'params': int(count), 'out': f.out}))
+  if f.json:
+    print(json.dumps({'model': f.model, 'params': int(count), 'out': f.out}))
+  else:
+    print(f'Wrote {f.model} ({int(count):,} parameters) to {f.out}; score it with: python -m '
+          f'rs.evaluate --weights={f.out}')
 
 
 if __name__ == '__main__':

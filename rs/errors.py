@@ -9,6 +9,11 @@ class UserError(Exception):
   its traceback."""
 
 
+class ConfigError(UserError, ValueError):
+  """A bad config or flag value, dataset or workdir, found before the run starts
+  (rs.validate)."""
+
+
 def one_line(error: BaseException, limit: int | None = 200) -> str:
   """`error`'s message on one line (whitespace runs collapsed), cut to `limit` characters;
   its type's name when it has no message."""

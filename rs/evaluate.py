@@ -6,7 +6,8 @@ normalisation) and the dataset it was made for; flags change what is evaluated:
 --data (a tfds name, 'folder' or an in-memory dataset), --split, --data_dir, --image_size.
 With --config (a configs/*.py file, as rs.main takes), its data section and evaluation input
 are used instead: `python -m rs.evaluate --config=configs/rs50_i160.py --weights=DIR`.
-Prints top-1/top-5 and the loss over the whole split as one JSON line.
+Prints top-1/top-5 and the loss over the whole split: one line of text, or with --json one
+JSON object and nothing else on stdout (the logs go to stderr).
 """
 import dataclasses
 import json
@@ -17,7 +18,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from rs import cli, logs, programs, sharding, train, validate, weights
+from rs import cli, logs, metrics, programs, sharding, train, validate, weights
 from rs.data import pipeline as pipeline_lib
 from rs.data.eval_input import EvalInput
 from rs.models import architecture
@@ -40,7 +41,6 @@ def evaluate_weights(weights_dir: str, config: ml_collections.ConfigDict | None 
                'data_dir': d.data_dir}
     spec = EvalInput.from_config(config, description.input.channels)
     manual_dir, dtype = d.manual_dir, config.dtype
-    batch_size = batch_size or config.eval_batch_size
     built = (config.model.name, architecture.of_config(config.model))
     if built != (description.model, description.architecture):
       logging.warning('The config builds %s %s, the weights are %s %s: evaluating the weights '
@@ -55,8 +55,9 @@ def evaluate_weights(weights_dir: str, config: ml_collections.ConfigDict | None 
   data_dir = data_dir or (dataset.get('data_dir') if name == dataset.get('name') else None)
   if image_size:
     spec = dataclasses.replace(spec, image_size=image_size)
-  batch_size = batch_size or 8 * mesh.size
-  sharding.check_batch_size('eval_batch_size', batch_size, mesh)
+  flag = '--batch_size' if batch_size or config is None else '--config.eval_batch_size'
+  batch_size = batch_size or (config.eval_batch_size if config is not None else 8 * mesh.size)
+  sharding.check_batch_size('eval_batch_size', batch_size, mesh, flag)
   with validate.data_errors():  # a dataset not found or not prepared, a split it lacks
     pipeline = pipeline_lib.eval_pipeline(
         name, split, spec, batch_size, data_dir, manual_dir,
@@ -82,6 +83,8 @@ def define_flags():
   flags.DEFINE_integer('image_size', None, "Input side; default: model.json's.")
   flags.DEFINE_integer('batch_size', None, 'Images per step over all devices; default: 8 per '
                        "device, or the config's eval_batch_size.")
+  flags.DEFINE_bool('json', False, 'Print only one JSON object (top1, top5, loss, '
+                    'num_examples) on stdout.')
   flags.mark_flags_as_required(['weights'])
 
 
@@ -94,7 +97,7 @@ def main(argv):
   f = flags.FLAGS
   result = evaluate_weights(f.weights, f.config, f.data, f.split, f.data_dir, f.image_size,
                             f.batch_size)
-  print(json.dumps(result))
+  print(json.dumps(result) if f.json else f'{f.weights}: {metrics.eval_text(result)}')
 
 
 if __name__ == '__main__':

@@ -6,6 +6,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from rs.errors import ConfigError
+
 
 def create_mesh(devices=None) -> Mesh:
   """A 1-D ('data',) mesh over `devices` (default: all, every host), GSPMD propagation."""
@@ -32,15 +34,16 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P('data'))
 
 
-def check_batch_size(name: str, batch_size: int, mesh: Mesh) -> None:
+def check_batch_size(name: str, batch_size: int, mesh: Mesh, flag: str | None = None) -> None:
   """The global batch must split evenly over the mesh's devices and over the hosts, each of
-  which feeds its own rows (a mesh may use only some devices of a host)."""
+  which feeds its own rows (a mesh may use only some devices of a host). The error names
+  `flag` (default: --config.NAME) as the fix."""
   devices, hosts = mesh.devices.size, jax.process_count()
   multiple = math.lcm(devices, hosts)
   for n, what in ((devices, 'devices'), (hosts, 'hosts')):
     if batch_size % n:
-      raise ValueError(f'{name}={batch_size} does not divide over {n} {what}: set '
-                       f'--config.{name} to a multiple of {multiple}')
+      raise ConfigError(f'{name}={batch_size} does not divide over {n} {what}: set '
+                        f'{flag or "--config." + name} to a multiple of {multiple}')
 
 
 def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

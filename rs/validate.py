@@ -14,12 +14,8 @@ from etils import epath
 
 from rs import models, optim, rundir, sharding, transfer
 from rs.data import sources
-from rs.errors import UserError, one_line
+from rs.errors import ConfigError, UserError, one_line
 from rs.models import architecture, convolution, registry, resnet
-
-
-class ConfigError(UserError, ValueError):
-  """A bad config value, dataset or workdir, found before the run starts."""
 
 
 def check_config(config, mesh) -> None:
@@ -237,10 +233,7 @@ def _check_batches(config, mesh) -> None:
   """Each global batch splits evenly over the devices and over the hosts (each host feeds
   its own rows); a BN group is a divisor of the global batch (rs.models.layers)."""
   for name in ('batch_size', 'eval_batch_size'):
-    try:
-      sharding.check_batch_size(name, config[name], mesh)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
+    sharding.check_batch_size(name, config[name], mesh)
   group = config.model.bn_group_size
   if group is not None and config.batch_size % group:
     per_device = config.batch_size // mesh.devices.size

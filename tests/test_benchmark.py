@@ -6,12 +6,12 @@ parameter counts against the official ones and timm's, FLOPs against rs.tools.su
 against the size of the state the train step must hold, ratios against their parts.
 """
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
+from conftest import process_env
 from configs import base
 from rs.tools import benchmark, summary
 from rs.models import official
@@ -100,7 +100,7 @@ def test_cli_benchmarks_a_config_and_prints_one_json_object_per_measurement():
 def test_cli_times_several_device_counts_side_by_side():
   """--devices=1,2 in a process started with one CPU device: the tool makes the second device
   (XLA_FLAGS unset), times one rs contender per count, and each ratio is its parts' quotient."""
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env = process_env()
   out = subprocess.run(
       [sys.executable, '-m', 'rs.tools.benchmark', '--config=configs/tiny.py', '--num_classes=10',
        '--config.batch_size=4', '--steps=1', '--rounds=1', '--json', '--devices=1,2',

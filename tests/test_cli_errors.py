@@ -162,18 +162,22 @@ def test_a_config_field_can_be_set_to_none_from_the_command_line(monkeypatch):
   assert json.loads(c.to_json())['train_steps'] is None
 
 
+def save_tiny_weights(directory, config):
+  """configs/tiny.py's network, initialised, as a weights directory."""
+  import jax
+  import jax.numpy as jnp
+  from rs import programs, weights
+  model = programs.build_model(config, 10)
+  variables = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, 24, 24, 1)),
+                                         train=False))()
+  weights.save(str(directory), variables, weights.describe(config, 10, 1))
+
+
 def test_weights_that_do_not_match_their_description_are_one_line(tmp_path, tiny):
   """rs.evaluate on a weights directory whose arrays are another network's than model.json
   says (width 0.125 saved, 0.25 described): one line naming the difference, not orbax's tree
   diff."""
-  import jax
-  import jax.numpy as jnp
-  from rs import programs, weights
-  config = tiny()
-  model = programs.build_model(config, 10)
-  variables = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, 24, 24, 1)),
-                                         train=False))()
-  weights.save(str(tmp_path / 'w'), variables, weights.describe(config, 10, 1))
+  save_tiny_weights(tmp_path / 'w', tiny())
   described = json.loads((tmp_path / 'w' / 'model.json').read_text())
   described['architecture']['width_multiplier'] = 0.25
   (tmp_path / 'w' / 'model.json').write_text(json.dumps(described))
@@ -183,3 +187,18 @@ def test_weights_that_do_not_match_their_description_are_one_line(tmp_path, tiny
   assert [line for line in lines if line.startswith('error:')] == lines[-1:]
   assert 'do not fit the network model.json describes' in lines[-1], lines[-1]
   assert 'partial_restore' not in result.stderr
+
+
+def test_an_evaluation_batch_the_devices_do_not_divide_names_the_flag(tmp_path, tiny):
+  """rs.evaluate --batch_size=12 on the tests' 8 devices: one line naming --batch_size (the
+  config's field only when the batch comes from --config)."""
+  save_tiny_weights(tmp_path / 'w', tiny())
+  result = run_command('rs.evaluate', f'--weights={tmp_path}/w', '--batch_size=12')
+  assert result.status == 1 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      'error: eval_batch_size=12 does not divide over 8 devices: set --batch_size to a multiple '
+      'of 8')
+  result = run_command('rs.evaluate', f'--weights={tmp_path}/w', '--config=configs/tiny.py',
+                       '--config.eval_batch_size=100')
+  assert result.stderr.strip().splitlines()[-1].endswith(
+      'set --config.eval_batch_size to a multiple of 8')

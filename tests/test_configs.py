@@ -5,11 +5,9 @@ import os
 
 import pytest
 
-from conftest import run_command
+from conftest import ROOT, run_command
 from rs.models import create_model
 from rs.programs import build_model
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Facts sheet 2.1: (model, resolution, dropout, stochastic depth, RandAugment M).
 OFFICIAL = {

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import ROOT, process_env, run_command
 from rs import convert, weights
 from rs.models import create_model
 
@@ -200,23 +201,22 @@ def test_converted_imagenet_weights_predict_as_timm_with_no_config(tmp_path):
 def test_command_lines_convert_then_evaluate(tmp_path):
   """The README's commands: rs.convert on a .safetensors file, then rs.evaluate on it."""
   import json
-  import os
   import subprocess
   import sys
 
   from safetensors.numpy import save_file
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   timm_model = randomized_timm('resnetrs50', layers=(1, 1, 1, 1), stem_width=4,
                                channels=(8, 16, 32, 64), in_chans=1, num_classes=10)
   save_file({k: v.numpy() for k, v in timm_model.state_dict().items()},
             str(tmp_path / 'm.safetensors'))
-  env = dict(os.environ, XLA_FLAGS='', PYTHONPATH=root)
-  run = lambda *args: subprocess.run([sys.executable, '-m', *args], cwd=root, env=env,
+  env = process_env()
+  run = lambda *args: subprocess.run([sys.executable, '-m', *args], cwd=ROOT, env=env,
                                      capture_output=True, text=True, check=True).stdout
   out = run('rs.convert', '--from=timm', '--model=resnetrs26', '--stage_sizes=1,1,1,1',
             '--width_multiplier=0.125', f'--checkpoint={tmp_path}/m.safetensors',
-            f'--out={tmp_path}/w', '--image_size=16')
-  assert json.loads(out.splitlines()[-1])['model'] == 'resnetrs26'
+            f'--out={tmp_path}/w', '--image_size=16', '--json')
+  converted = json.loads(out)  # --json: stdout holds the JSON only
+  assert converted['model'] == 'resnetrs26'
   with pytest.raises(subprocess.CalledProcessError) as error:  # wrong architecture: named
     run('rs.convert', '--model=resnetrs26', f'--checkpoint={tmp_path}/m.safetensors',
         f'--out={tmp_path}/bad', '--image_size=16')  # the registered (2, 2, 2, 2), full width
@@ -225,6 +225,18 @@ def test_command_lines_convert_then_evaluate(tmp_path):
   # The config's data and evaluation input (its network is model.json's).
   out = run('rs.evaluate', '--config=configs/fashion_mnist.py', f'--weights={tmp_path}/w',
             '--config.data.image_size=16', "--config.data.eval_split=test[:200]",
-            '--config.eval_batch_size=100')
-  result = json.loads(out.splitlines()[-1])
+            '--config.eval_batch_size=100', '--json')  # one device
+  result = json.loads(out)
   assert result['num_examples'] == 200 and 0 <= result['top1'] <= 1
+  # Without --json, one line for a person: the same figures.
+  text = run_command('rs.evaluate', '--config=configs/fashion_mnist.py', f'--weights={tmp_path}/w',
+                     '--config.data.image_size=16', "--config.data.eval_split=test[:200]",
+                     '--config.eval_batch_size=96').stdout  # the tests' 8 devices
+  assert text.startswith(f"{tmp_path}/w: top-1 {100 * result['top1']:.2f}%, top-5 "
+                         f"{100 * result['top5']:.2f}%, loss ")  # summed in another order
+  assert text.endswith(', on 200 images\n') and len(text.splitlines()) == 1
+  text = run_command('rs.convert', '--model=resnetrs26', '--stage_sizes=1,1,1,1',
+                     '--width_multiplier=0.125', f'--checkpoint={tmp_path}/m.safetensors',
+                     f'--out={tmp_path}/w2', '--image_size=16').stdout
+  assert text == (f"Wrote resnetrs26 ({converted['params']:,} parameters) to {tmp_path}/w2; "
+                  f'score it with: python -m rs.evaluate --weights={tmp_path}/w2\n')

@@ -20,12 +20,10 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import tiny_config
+from conftest import ROOT, process_env, tiny_config
 from rs import checkpoint, evaluate, export, programs, sharding, step as step_lib
 from rs import weights
 from rs.data import preprocess, sources
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)  # float32, other conv lowering ('auto' vs 'matmul')
 
 
@@ -96,8 +94,7 @@ def exported(run, tmp_path_factory):
 
 def one_cpu_env(**extra) -> dict:
   """The environment of a process with one CPU device (conftest's 8 are an XLA flag)."""
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  return env | {'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': ROOT} | extra
+  return process_env(JAX_PLATFORMS='cpu', **extra)
 
 
 # Loads an export in a fresh process and writes the logits of the images in argv[2].

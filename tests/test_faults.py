@@ -11,9 +11,8 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import ROOT, process_env
 from rs import checkpoint, metrics, train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def largest_array_file(step_dir):
@@ -162,7 +161,7 @@ def test_a_failed_save_stops_the_run_in_one_line_and_keeps_the_last_checkpoint(s
   """The disk fills up during the step-9 save: the run stops with one line naming the step,
   the cause and the fix (not hundreds of orbax and asyncio lines), and step 6 restores."""
   workdir = small_disk / 'run'
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'} | {'PYTHONPATH': ROOT}
+  env = process_env()
   run = subprocess.run([sys.executable, '-m', 'rs.main', '--config=configs/tiny.py',
                         f'--workdir={workdir}', '--config.train_steps=12'], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)

@@ -1,6 +1,5 @@
 """rs.tools.show_augment and rs.tools.bench_input on a folder of real photographs."""
 import json
-import os
 import subprocess
 import sys
 
@@ -8,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import ROOT
+
 pytest.importorskip('skimage.data')
 from rs.tools import photo_dataset, show_augment  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')

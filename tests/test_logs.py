@@ -1,14 +1,12 @@
 """What a run shows: one readable line per log point and evaluation, a summary at the end, and
 none of its libraries' start-up noise."""
-import os
 import subprocess
 import sys
 
 import pytest
 
+from conftest import ROOT, process_env
 from rs import metrics
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize('count, text', [(1875.0, '1875'), (1.5, '1.5'), (7 / 3, '2.33'),
@@ -51,9 +49,9 @@ def test_evaluation_text_puts_raw_and_ema_side_by_side():
 
 def test_a_run_logs_each_line_once_ends_with_a_summary_and_hides_library_noise(tmp_path):
   workdir = tmp_path / 'run'
-  env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'TF_CPP_MIN_LOG_LEVEL')}
+  env = process_env(drop=('TF_CPP_MIN_LOG_LEVEL',))
   run = subprocess.run([sys.executable, '-m', 'rs.main', '--config=configs/tiny.py',
-                        f'--workdir={workdir}'], cwd=ROOT, env=env | {'PYTHONPATH': ROOT},
+                        f'--workdir={workdir}'], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
   log = run.stderr

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import process_env
 from rs import sharding, train
 
 pytest.importorskip('skimage.data')
@@ -38,7 +39,7 @@ def two_hosts(tmp_path_factory):
   port = str(free_port())
   # Each host compiles for itself: a compilation cache shared with the other host (the test
   # run's, tests/conftest.py) hands it programs built for the other's devices, and both hang.
-  env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'RS_TEST_JAX_CACHE')}
+  env = process_env(devices=2, drop=('JAX_COMPILATION_CACHE_DIR',))
   procs = [subprocess.Popen([sys.executable, os.path.join(HERE, 'multihost_worker.py'), str(i),
                              '2', port, workdir, root], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for i in range(2)]

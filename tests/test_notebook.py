@@ -4,15 +4,16 @@ import re
 
 import pytest
 
-NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        'notebooks', 'finetune.ipynb')
+from conftest import FAST_COMPILE_XLA_FLAGS, ROOT
+
+NOTEBOOK = os.path.join(ROOT, 'notebooks', 'finetune.ipynb')
 
 
 def test_finetune_notebook_executes_and_transfers(tmp_path, monkeypatch):
   nbformat = pytest.importorskip('nbformat')
   nbclient = pytest.importorskip('nbclient')
   # The kernel is a new process: one CPU device, as on a laptop (not the tests' 8).
-  monkeypatch.setenv('XLA_FLAGS', '')
+  monkeypatch.setenv('XLA_FLAGS', FAST_COMPILE_XLA_FLAGS)
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   # Any cell error raises CellExecutionError naming the cell.
   nbclient.NotebookClient(notebook, timeout=900, kernel_name='python3',

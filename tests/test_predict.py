@@ -17,13 +17,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import ROOT, process_env
 from rs import checkpoint, predict, weights
 from rs.data import eval_input, preprocess, sources, tf_preprocess
 
 skimage_data = pytest.importorskip('skimage.data')
 Image = pytest.importorskip('PIL.Image')
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {'stage_sizes': [1, 1, 1, 1], 'width_multiplier': 0.125}
 FASHION_NAMES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
                  'Sneaker', 'Bag', 'Ankle boot']  # the dataset's documented labels
@@ -83,7 +82,7 @@ def softmax_in_process(directory: str, meta: dict, images: np.ndarray) -> np.nda
 
 
 def run_predict(*args):
-  env = dict(os.environ, XLA_FLAGS='', PYTHONPATH=ROOT)  # one CPU device starts faster
+  env = process_env()  # one CPU device starts faster
   return subprocess.run([sys.executable, '-m', 'rs.predict', *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=300)
 

@@ -33,8 +33,8 @@ def checkpoint_steps(workdir):
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  return soak.environment(devices=2, cache_dir=str(tmp_path_factory.mktemp('jax_cache')))
+def env():
+  return soak.environment(devices=2)  # with the test run's compilation cache (conftest)
 
 
 def test_interrupted_run_resumes_to_the_uninterrupted_state(tmp_path, env):

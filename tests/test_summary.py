@@ -6,9 +6,8 @@ import sys
 
 import pytest
 
+from conftest import ROOT
 from rs.tools import summary
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_rs50_at_160_cli_json():

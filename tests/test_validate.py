@@ -11,10 +11,9 @@ import time
 import jax
 import pytest
 
+from conftest import ROOT, process_env
 from rs import rundir, sharding, train, validate
 from rs.errors import UserError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny(**overrides):
@@ -362,7 +361,7 @@ def test_command_line_cpu_devices_makes_that_many_devices(tmp_path):
   """--cpu_devices=3 in a process started without XLA_FLAGS: the trainer sees 3 CPU devices,
   which the tiny config's batch of 32 does not divide (so no training is needed to tell)."""
   workdir = str(tmp_path / 'run')
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env = process_env()
   process = subprocess.run(
       [sys.executable, '-m', 'rs.main', '--config=configs/tiny.py', f'--workdir={workdir}',
        '--cpu_devices=3'], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)

@@ -38,10 +38,13 @@ RESUMED_LINE = re.compile(r'Resumed from the checkpoint at step (\d+)')
 
 
 def environment(devices: int = 2, cache_dir: str | None = None) -> dict[str, str]:
-  """The subprocesses' environment: `devices` CPU devices, a shared compilation cache (every
-  restart compiles the same programs), unbuffered output so lines arrive as they happen."""
+  """The subprocesses' environment: `devices` CPU devices (this process's other XLA flags are
+  kept), a shared compilation cache (every restart compiles the same programs), unbuffered
+  output so lines arrive as they happen."""
+  xla_flags = re.sub(r'--xla_force_host_platform_device_count=\S*', '',
+                     os.environ.get('XLA_FLAGS', ''))
   env = dict(os.environ, PYTHONUNBUFFERED='1', TF_CPP_MIN_LOG_LEVEL='2',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+             XLA_FLAGS=f'{xla_flags} --xla_force_host_platform_device_count={devices}'.strip(),
              JAX_PLATFORMS='cpu')
   if cache_dir:
     env.update(JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
