@@ -18,8 +18,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from rs import cli, logs, metrics, programs, sharding, train, validate, weights
-from rs.data import pipeline as pipeline_lib
+from rs import cli, logs, metrics, programs, sharding, validate, weights
 from rs.data.eval_input import EvalInput
 from rs.models import architecture
 
@@ -58,6 +57,10 @@ def evaluate_weights(weights_dir: str, config: ml_collections.ConfigDict | None 
   flag = '--batch_size' if batch_size or config is None else '--config.eval_batch_size'
   batch_size = batch_size or (config.eval_batch_size if config is not None else 8 * mesh.size)
   sharding.check_batch_size('eval_batch_size', batch_size, mesh, flag)
+  # The input and the trainer's evaluation loop import TensorFlow: here, so that the command
+  # imports it first, quietly (rs.logs).
+  from rs import train
+  from rs.data import pipeline as pipeline_lib
   with validate.data_errors():  # a dataset not found or not prepared, a split it lacks
     pipeline = pipeline_lib.eval_pipeline(
         name, split, spec, batch_size, data_dir, manual_dir,

@@ -126,6 +126,32 @@ def _check_same_run(out: str, workdir: str) -> None:
                     '--overwrite to replace them')
 
 
+def _run_config(workdir: str, weights: str):
+  if weights not in WEIGHTS:
+    raise ExportError(f'weights={weights!r}: use one of {WEIGHTS}')
+  try:
+    return rundir.read_config(workdir)
+  except (FileNotFoundError, ValueError) as e:
+    raise ExportError(f'--workdir={workdir}: {e}') from None
+
+
+def run_weights(workdir: str, weights: str = 'ema', step: int | None = None,
+                tool: str = 'rs.export') -> tuple[dict, weights_lib.Description]:
+  """(variables, description) of a run's `weights` ('ema' or 'raw') at `step` (default: the
+  newest valid checkpoint), on one device, checked against the network; the description's
+  source names `tool`, the run, the step and the weights."""
+  config = _run_config(workdir, weights)
+  state, step = restore_state(workdir, step)
+  prefix = 'ema_' if weights == 'ema' else ''
+  variables = {'params': state[f'{prefix}params'], 'batch_stats': state[f'{prefix}batch_stats']}
+  description = dataclasses.replace(describe_run(workdir, config, variables), source={
+      'tool': tool, 'workdir': str(rundir.path(workdir)), 'step': int(step),
+      'weights': weights, 'train_dtype': config.get('dtype')})
+  weights_lib.check_fits(description.build(), variables, description.input.channels,
+                         f'the {weights} weights')
+  return variables, description
+
+
 def export(workdir: str, out: str, weights: str = 'ema', serving: bool = False,
            step: int | None = None, saved_model: bool = False,
            overwrite: bool = False) -> weights_lib.Description:
@@ -133,21 +159,10 @@ def export(workdir: str, out: str, weights: str = 'ema', serving: bool = False,
   checkpoint) to `out`; with `serving` the jax.export artifact too, with `saved_model` also
   a TF SavedModel of it; returns the description written (model.json). `out` may hold this
   run's earlier export, which is replaced; other weights only with `overwrite`."""
-  if weights not in WEIGHTS:
-    raise ExportError(f'weights={weights!r}: use one of {WEIGHTS}')
-  try:
-    config = rundir.read_config(workdir)
-  except (FileNotFoundError, ValueError) as e:
-    raise ExportError(f'--workdir={workdir}: {e}') from None
+  _run_config(workdir, weights)
   _check_writable(out, workdir, overwrite)  # before the restore: minutes for a large run
-  state, step = restore_state(workdir, step)
-  prefix = 'ema_' if weights == 'ema' else ''
-  variables = {'params': state[f'{prefix}params'], 'batch_stats': state[f'{prefix}batch_stats']}
-  description = dataclasses.replace(describe_run(workdir, config, variables), source={
-      'tool': 'rs.export', 'workdir': str(rundir.path(workdir)), 'step': int(step),
-      'weights': weights, 'train_dtype': config.get('dtype')})
+  variables, description = run_weights(workdir, weights, step)
   model = description.build()
-  weights_lib.check_fits(model, variables, description.input.channels, f'the {weights} weights')
   if (rundir.path(out) / 'serving').exists():  # an earlier export's: never leave a stale one
     (rundir.path(out) / 'serving').rmtree()
   weights_lib.save(out, variables, description)

@@ -5,7 +5,6 @@ import time
 
 import jax
 import numpy as np
-from clu import metric_writers
 
 from rs import rundir
 
@@ -14,6 +13,9 @@ def create_writer(workdir: str):
   """TensorBoard events under workdir/tb, written asynchronously by process 0 (the others
   write nothing). Not clu's default writer: its logging writer would print every line this
   module prints again."""
+  # clu imports TensorFlow: here, not at the top, so that importing rs.metrics does not (the
+  # commands import TensorFlow themselves, quietly: rs.logs).
+  from clu import metric_writers
   if jax.process_index() > 0:
     return metric_writers.MultiWriter([])
   return metric_writers.AsyncWriter(

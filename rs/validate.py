@@ -42,7 +42,7 @@ def check_workdir(config, workdir: str) -> None:
   Changes nothing in an existing local workdir (its permissions tell); a new or remote one is
   tested with a file written and removed where it will be created (or in it, on gs://).
   """
-  _check_writable(workdir)
+  check_writable(workdir)
   _check_resume(config, workdir)
 
 
@@ -363,18 +363,24 @@ def _check_array_splits(data) -> None:
 
 
 def _check_tfds_name(data) -> None:
-  """A name tfds knows: registered (looked up offline), or prepared in data.data_dir (looked
-  up on disk: tfds.builder would search community catalogues over the network, retrying for
-  minutes offline, and leave empty folders behind)."""
+  check_tfds_name(data.name, data.data_dir)
+
+
+def check_tfds_name(name: str, data_dir: str | None, flag: str = '--config.data.name',
+                    others: str = "'folder' (your own images) or 'fashion_mnist'") -> None:
+  """A name tfds knows: registered (looked up offline), or prepared in data_dir (looked up on
+  disk: tfds.builder would search community catalogues over the network, retrying for minutes
+  offline, and leave empty folders behind). The error names `flag` and the `others` names
+  it takes besides tfds's."""
   try:
     import tensorflow_datasets as tfds
   except ImportError:
     return  # the pipeline says so when it opens the dataset
-  base = re.split(r'[/:]', data.name)[0]  # 'name/config:version'
+  base = re.split(r'[/:]', name)[0]  # 'name/config:version'
   known = tfds.list_builders(with_community_datasets=False)
   if base in known:
     return
-  root = epath.Path(data.data_dir or os.environ.get('TFDS_DATA_DIR')
+  root = epath.Path(data_dir or os.environ.get('TFDS_DATA_DIR')
                     or os.path.expanduser('~/tensorflow_datasets'))
   if any(any((root / base).glob(pattern)) for pattern in ('*/dataset_info.json',
                                                           '*/*/dataset_info.json')):
@@ -382,9 +388,9 @@ def _check_tfds_name(data) -> None:
   close = difflib.get_close_matches(base, sorted({'folder', *sources.ARRAY_DATASETS, *known}),
                                     n=3)
   hint = f'did you mean {" or ".join(close)}? ' if close else ''
-  _fail('data.name', data.name, f'no such tfds dataset (registered, or prepared in '
-        f'{data.data_dir or "the default data_dir"}); {hint}set --config.data.name to a tfds '
-        "name, 'folder' (your own images) or 'fashion_mnist'")
+  raise ConfigError(f'{flag.removeprefix("--config.")}={name!r}: no such tfds dataset '
+                    f'(registered, or prepared in {data_dir or "the default data_dir"}); {hint}'
+                    f'set {flag} to a tfds name, {others}')
 
 
 # The workdir.
@@ -409,21 +415,22 @@ def _closest_existing(path: str) -> str | None:
   return path
 
 
-def _check_writable(workdir: str) -> None:
-  fix = 'choose a --workdir you can write'
+def check_writable(workdir: str, flag: str = '--workdir') -> None:
+  """A directory (local or gs://) that can be created and written, named `flag` in errors."""
+  fix = f'choose a {flag} you can write'
+  where = f'{flag}={workdir}'
   try:  # raises for a malformed or unreachable URL (gs:// without a bucket, ...)
     existing = _closest_existing(workdir)
     is_folder = existing is not None and _isdir(existing)
   except Exception as e:  # pylint: disable=broad-except (tf.errors.OpError and others)
-    raise ConfigError(f'--workdir={workdir}: cannot be read ({one_line(e)}); {fix}') from None
+    raise ConfigError(f'{where}: cannot be read ({one_line(e)}); {fix}') from None
   if existing is None:
-    raise ConfigError(f'--workdir={workdir}: no part of it exists (a missing bucket?); {fix}')
+    raise ConfigError(f'{where}: no part of it exists (a missing bucket?); {fix}')
   if not is_folder:
-    raise ConfigError(f'--workdir={workdir}: {existing} is a file, not a folder; {fix}')
+    raise ConfigError(f'{where}: {existing} is a file, not a folder; {fix}')
   local = '://' not in existing
   if local and not os.access(existing, os.W_OK | os.X_OK):  # no write bits, read-only mount
-    raise ConfigError(f'--workdir={workdir}: cannot write in {existing} (permission denied); '
-                      f'{fix}')
+    raise ConfigError(f'{where}: cannot write in {existing} (permission denied); {fix}')
   if local and existing == workdir:
     return  # left as it is, even its time stamp: a write test would change it
   # A file written and removed where the workdir will be created: permissions say nothing of
@@ -433,8 +440,7 @@ def _check_writable(workdir: str) -> None:
     probe.write_text('')
     probe.unlink()
   except Exception as e:  # pylint: disable=broad-except (OSError, tf.errors.OpError, ...)
-    raise ConfigError(f'--workdir={workdir}: cannot write in {existing} ({one_line(e)}); '
-                      f'{fix}') from None
+    raise ConfigError(f'{where}: cannot write in {existing} ({one_line(e)}); {fix}') from None
 
 
 def _check_resume(config, workdir: str) -> None:

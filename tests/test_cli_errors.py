@@ -110,6 +110,16 @@ CASES = [
     ('rs.tools.bench_input', [f'--config={TINY}', '--data={bad_folder}'],
      'none of the first 3 images decodes'),
     ('rs.tools.pareto', ['--runs={empty_dir}', '--out={tmp}/p'], 'no finished, benchmarked runs'),
+    ('rs.pseudo_label', ['--teacher={empty_dir}', '--data=fashion_mnist', '--split=test',
+                         '--out={tmp}/pl'], 'neither a weights directory'),
+    ('rs.pseudo_label', ['--teacher={empty_dir}', '--data=fashion_mnist', '--out={tmp}/pl',
+                         '--top_k=-1'], 'give --top_k >= 0'),
+    ('rs.pseudo_label', ['--teacher={empty_dir}', '--data=fashion_mnist', '--out={tmp}/pl',
+                         '--per_class=0'], '--per_class=0: give 1 or more'),
+    ('rs.pseudo_label', ['--teacher={empty_dir}', '--data=fashion_mnist', '--out={tmp}/pl',
+                         '--min_threshold=1.5'], 'give a confidence in [0, 1]'),
+    ('rs.pseudo_label', ['--teacher={empty_dir}', '--data=fashion_mnist', '--out=/proc/rs/pl'],
+     '--out=/proc/rs/pl: cannot write in /proc'),
 ]
 
 

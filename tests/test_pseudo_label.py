@@ -1,0 +1,251 @@
+"""rs.pseudo_label: a teacher's probabilities for unlabeled images, in shards that resume.
+
+The stored probabilities are checked against independent forwards of the same weights (rs.export's
+inference function on the in-memory arrays; rs.predict's per-file path on photographs), the
+selection against Noisy Student's rule worked by hand, and a resumed labelling against an
+uninterrupted one, byte for byte.
+"""
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import run_command
+from rs import export, pseudo_label, weights
+from rs.data import preprocess, sources
+
+SPLIT = 'test[:300]'
+
+
+def read_records(out: str) -> dict[int, dict]:
+  """{id: parsed example} of every shard in DIR/shards."""
+  rows = {}
+  for path in sorted(tf.io.gfile.glob(f'{out}/shards/*.tfrecord')):
+    for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+      f = tf.train.Example.FromString(raw).features.feature
+      row = {'key': f['key'].bytes_list.value[0].decode(),
+             'encoded': f['image/encoded'].bytes_list.value[0],
+             'label': f['label'].int64_list.value[0],
+             'confidence': f['confidence'].float_list.value[0],
+             'classes': np.array(f['classes'].int64_list.value),
+             'probabilities': np.array(f['probabilities'].float_list.value, np.float32),
+             'rest': f['rest'].float_list.value[0]}
+      rows[f['id'].int64_list.value[0]] = row
+  return rows
+
+
+def file_bytes(directory: str) -> dict[str, bytes]:
+  return {os.path.relpath(os.path.join(root, name), directory):
+          open(os.path.join(root, name), 'rb').read()
+          for root, _, names in os.walk(directory) for name in names}
+
+
+@pytest.fixture(scope='module')
+def labelled(tiny_run, tmp_path_factory):
+  """A trained run (its EMA weights) labels Fashion-MNIST test[:300] in 3 shards."""
+  workdir, _ = tiny_run
+  out = str(tmp_path_factory.mktemp('pseudo') / 'fm')
+  manifest = pseudo_label.label(workdir, 'fashion_mnist', SPLIT, None, out, num_shards=3,
+                                per_class=40, min_threshold=0.2)
+  return workdir, out, manifest
+
+
+def test_probabilities_are_the_teachers_own_on_the_arrays(labelled):
+  workdir, out, manifest = labelled
+  variables, description = export.run_weights(workdir, 'ema')
+  model = description.build()
+  data = sources.load_array_split('fashion_mnist', SPLIT)
+  images = preprocess.resize(data.images, description.input.image_size)  # (N, 28, 28, 1)
+  expected = np.asarray(export.inference_fn(model, variables, description)(images)
+                        ['probabilities'])
+  rows = read_records(out)
+  assert sorted(rows) == list(range(300))  # every image once, numbered by its position
+  for i, row in rows.items():
+    assert row['key'] == f'fashion_mnist:{SPLIT}[{i}]'
+    # Full probabilities (top_k 0), most probable first, in class order after the scatter.
+    full = np.zeros(10, np.float32)
+    full[row['classes']] = row['probabilities']
+    np.testing.assert_allclose(full, expected[i], atol=2e-6)
+    assert row['label'] == expected[i].argmax() == row['classes'][0]
+    assert row['confidence'] == row['probabilities'][0] and row['rest'] < 1e-6
+    # The image itself travels with its label: the PNG holds the original pixels.
+    np.testing.assert_array_equal(tf.io.decode_png(row['encoded']).numpy(), data.images[i])
+  assert manifest['examples'] == 300 and manifest['undecodable'] == 0
+  assert manifest['per_class'] == np.bincount(expected.argmax(-1), minlength=10).tolist()
+  assert sum(manifest['confidence_histogram']['counts']) == 300
+  assert manifest['teacher']['num_classes'] == 10 and manifest['num_shards'] == 3
+
+
+def test_the_selection_follows_noisy_students_rule(labelled):
+  _, out, manifest = labelled
+  arrays = [pseudo_label.shard_arrays(out, i, 3) for i in range(3)]
+  labels = np.concatenate([a['labels'] for a in arrays])
+  confidences = np.concatenate([a['confidences'] for a in arrays])
+  copies = np.concatenate([np.load(f'{out}/selection/part-{i:05d}-of-00003.npy')
+                           for i in range(3)])
+  selection = manifest['selection']
+  for c in range(10):
+    mine = labels == c
+    threshold = selection['thresholds'][c]
+    kept = mine & (confidences >= threshold)
+    assert not copies[mine & ~kept].any()  # below the class's threshold: never
+    if kept.any():
+      # The highest threshold on the 0.01 grid that keeps 40, else the minimum, 0.2.
+      assert threshold == 0.2 or np.sum(confidences[mine] >= threshold) >= 40
+      assert threshold == 1.0 or np.sum(confidences[mine] >= threshold + 0.01) < 40
+      expected = 40 / kept.sum()  # copies per kept image, rounded up or down at random
+      assert set(copies[kept]) <= {int(np.floor(expected)), int(np.ceil(expected))}
+  assert selection['selected_per_class'] == np.bincount(labels, copies, 10).astype(int).tolist()
+
+
+def test_select_by_hand():
+  """For 2 per class: class 0 reaches 2 images at threshold 0.90, class 1 at 0.35 (one copy
+  each); class 2 has none. For 4: both walk down to the minimum 0.3, where class 0 keeps 3
+  images (4/3 copies each) and class 1 keeps 2 (2 copies each)."""
+  labels = np.array([0, 0, 0, 0, 1, 1, 1])
+  confidences = np.array([0.95, 0.9, 0.5, 0.2, 0.4, 0.35, 0.1])
+  thresholds, copies = pseudo_label.select(labels, confidences, 3, per_class=2,
+                                           min_threshold=0.3)
+  np.testing.assert_allclose(thresholds, [0.9, 0.35, 0.3])
+  np.testing.assert_allclose(copies, [1.0, 1.0, 0.0])
+  thresholds, copies = pseudo_label.select(labels, confidences, 3, per_class=4,
+                                           min_threshold=0.3)
+  np.testing.assert_allclose(thresholds, [0.3, 0.3, 0.3])
+  np.testing.assert_allclose(copies, [4 / 3, 2.0, 0.0])
+  thresholds, copies = pseudo_label.select(labels, confidences, 3, None, 0.3)
+  np.testing.assert_allclose(copies, 1.0)  # no balancing: the threshold alone
+
+
+def test_a_killed_labelling_resumes_to_the_same_files(labelled, tmp_path, caplog):
+  workdir, out, _ = labelled
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(out, copy)
+  before = file_bytes(copy)
+  # Killed in shard 1: its records half written, no completion file; shards 0 and 2 finished.
+  for suffix in ('.json', '.npz', '.tfrecord'):
+    os.remove(f'{copy}/shards/part-00001-of-00003{suffix}')
+  with open(f'{copy}/shards/part-00001-of-00003.tfrecord.writing', 'wb') as f:
+    f.write(b'half a record')
+  os.remove(f'{copy}/manifest.json')
+  caplog.set_level('INFO')
+  pseudo_label.label(workdir, 'fashion_mnist', SPLIT, None, copy, num_shards=3, per_class=40,
+                     min_threshold=0.2)
+  assert "1 of this host's 3 shards to do" in caplog.text  # the finished ones are kept
+  after = file_bytes(copy)
+  assert after == before  # the temporary file replaced; every byte as uninterrupted
+  # Reselection alone: other flags, no shard relabelled.
+  caplog.clear()
+  manifest = pseudo_label.label(workdir, 'fashion_mnist', SPLIT, None, copy, num_shards=3)
+  assert "0 of this host's 3 shards to do" in caplog.text
+  assert manifest['selection']['per_class'] is None
+  assert {k: v for k, v in file_bytes(copy).items() if k.startswith('shards/')} == {
+      k: v for k, v in before.items() if k.startswith('shards/')}
+
+
+def test_another_teacher_or_data_is_refused_in_one_line(labelled, tmp_path):
+  workdir, out, _ = labelled
+  before = file_bytes(out)
+  result = run_command('rs.pseudo_label', f'--teacher={workdir}', '--data=fashion_mnist',
+                       '--split=test[:200]', f'--out={out}', '--num_shards=3')
+  assert result.status == 1 and 'Traceback' not in result.stderr
+  line = result.stderr.strip().splitlines()[-1]
+  assert line.startswith(f'error: --out={out} holds pseudo-labels of another unlabeled data')
+  assert file_bytes(out) == before
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  result = run_command('rs.pseudo_label', f'--teacher={workdir}', '--data=folder',
+                       f'--data_dir={empty}', f'--out={tmp_path}/pl')
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: no .jpg/.jpeg/.png/.bmp/.gif files under {empty}')
+  assert not os.path.exists(f'{tmp_path}/pl')
+  result = run_command('rs.pseudo_label', f'--teacher={workdir}', '--data=imagenet2013',
+                       '--split=train', f'--out={tmp_path}/pl')
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "error: --data='imagenet2013': no such tfds dataset (registered, or prepared in the "
+      'default data_dir); did you mean imagenet2012')
+  assert not os.path.exists(f'{tmp_path}/pl')
+
+
+@pytest.fixture(scope='module')
+def photo_teacher(tmp_path_factory):
+  """An RGB network with the official center-crop evaluation (random weights, realistic
+  statistics), saved as a weights directory, and a folder of photographs with one bad file."""
+  pytest.importorskip('skimage.data')
+  from test_predict import random_variables
+  from test_sources_e2e import rs_config
+  from rs.tools import photo_dataset
+  root = tmp_path_factory.mktemp('photo_teacher')
+  config = rs_config(name='folder', data_dir=str(root))
+  config.dtype = 'float32'
+  description = weights.describe(config, 3, 3, ['a', 'b', 'c'])
+  model = description.build()
+  x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
+  weights.save(str(root / 'teacher'), random_variables(model, x), description)
+  photo_dataset.write_folder(str(root / 'photos'), 'train',
+                             photo_dataset.examples(3, 2, size=(100, 75)))
+  (root / 'photos' / 'train' / 'broken.jpg').write_bytes(b'\xff\xd8 not really a jpeg')
+  return str(root / 'teacher'), str(root / 'photos')
+
+
+def test_folder_and_tfrecord_sources_give_rs_predicts_probabilities(photo_teacher, tmp_path):
+  from rs import predict
+  teacher, photos = photo_teacher
+  manifest = pseudo_label.label(teacher, 'folder', 'train', photos, str(tmp_path / 'folder'),
+                                num_shards=2, top_k=2, batch_size=8)
+  assert manifest['examples'] == 6 and manifest['undecodable'] == 1  # left out, counted
+  rows = read_records(str(tmp_path / 'folder'))
+  predictor = predict.Predictor(teacher)
+  by_file = {}
+  for row in rows.values():
+    # The teacher's official eval crop, as rs.predict reads the file.
+    expected = predictor.probabilities(predictor.prepare.read(row['key'])[None])[0]
+    np.testing.assert_allclose(row['probabilities'], np.sort(expected)[::-1][:2], atol=2e-5)
+    assert row['rest'] == pytest.approx(1 - np.sort(expected)[::-1][:2].sum(), abs=1e-5)
+    assert open(row['key'], 'rb').read() == row['encoded']
+    by_file[row['encoded']] = row['probabilities']
+  # The same images as TFRecord files of tf.train.Examples ('image/encoded'): a shard per file.
+  encoded = sorted(by_file)
+  for f in range(2):
+    with tf.io.TFRecordWriter(str(tmp_path / f'unlabeled-{f}.tfrecord')) as writer:
+      for image in encoded[f::2]:
+        writer.write(tf.train.Example(features=tf.train.Features(feature={
+            'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))
+        })).SerializeToString())
+  manifest = pseudo_label.label(teacher, 'tfrecord', None, str(tmp_path / 'unlabeled-*'),
+                                str(tmp_path / 'records'), top_k=2, batch_size=8)
+  assert manifest['num_shards'] == 2 and manifest['examples'] == 6
+  rows = read_records(str(tmp_path / 'records'))
+  assert sorted(rows) == [0, 1, 2, 2**32, 2**32 + 1, 2**32 + 2]  # file << 32 | record
+  for row in rows.values():
+    np.testing.assert_allclose(row['probabilities'], by_file[row['encoded']], atol=1e-6)
+    assert row['key'].endswith(('.tfrecord[0]', '.tfrecord[1]', '.tfrecord[2]'))
+
+
+def test_a_process_killed_after_a_shard_finishes_the_rest_to_the_same_files(labelled, tmp_path):
+  """kill -9 of the command once its first shard is written; the same command again labels
+  only what is left, and every file equals the uninterrupted labelling's."""
+  import signal
+  import subprocess
+  import sys
+  from conftest import ROOT, process_env
+  workdir, reference, _ = labelled
+  out = str(tmp_path / 'killed')
+  command = [sys.executable, '-m', 'rs.pseudo_label', f'--teacher={workdir}',
+             '--data=fashion_mnist', f'--split={SPLIT}', f'--out={out}', '--num_shards=3',
+             '--per_class=40', '--min_threshold=0.2']
+  env = process_env(devices=8)  # the reference's devices and batch: the same programs
+  process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+  for line in process.stderr:
+    if 'Shard 0 done' in line:
+      process.send_signal(signal.SIGKILL)
+      break
+  process.wait(timeout=300)
+  assert process.returncode == -signal.SIGKILL
+  assert not os.path.exists(f'{out}/manifest.json')
+  again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-3000:]
+  left = int(again.stderr.split(" of this host's 3 shards to do")[0].split()[-1])
+  assert left < 3  # shard 0, at least, was not labelled again
+  assert file_bytes(out) == file_bytes(reference)
