@@ -69,6 +69,17 @@ def get_config():
   # decoded is ~110 GB per host copy); crops and augmentation stay random every epoch.
   c.data.cache_decoded = False
   c.data.bad_images = 'skip'  # undecodable images: 'skip' (logged, counted) | 'stop' (error)
+  # Semi-supervised (paper section 7.3, docs/semi_supervised.md): images a teacher labeled
+  # (rs.pseudo_label's output) mixed into every step. batch_size stays the labeled images per
+  # step, each step adds ratio x batch_size pseudo-labeled ones, and epochs count the labeled
+  # set. Labeled and pseudo-labeled images share one forward (BN, dropout, stochastic depth).
+  c.data.pseudo = ml_collections.ConfigDict()
+  c.data.pseudo.dir = placeholder(str)  # an rs.pseudo_label output directory
+  c.data.pseudo.ratio = 0.0  # pseudo-labeled per labeled image (Noisy Student: 1-3); 0: off
+  c.data.pseudo.targets = 'soft'  # the teacher's probabilities | 'hard': its argmax, smoothed
+  c.data.pseudo.temperature = 1.0  # soft targets p^(1/T), renormalised
+  c.data.pseudo.loss_weight = placeholder(float)  # None: ratio (every image weighs the same)
+  c.data.pseudo.fingerprint = placeholder(str)  # optional: the pseudo set's data fingerprint
 
   c.batch_size = 4096  # global, over all devices and hosts
   c.eval_batch_size = 1024

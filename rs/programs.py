@@ -11,21 +11,27 @@ import jax.numpy as jnp
 import ml_collections
 
 from rs import optim, sharding, step as step_lib
+from rs.data import pseudo
 from rs.models import DTYPES, create_model
 from rs.state import create_state
+
+
+def step_rows(config: ml_collections.ConfigDict) -> int:
+  """Images per global training step: the labeled batch and any pseudo-labeled rows."""
+  return config.batch_size + pseudo.pseudo_rows(config)
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int, num_devices: int = 1):
   """The config's network: the registered model with the config's overrides.
 
-  `model.bn_group_size` None means the per-device batch (batch_size / num_devices), the BN
-  batch of the official per-core TPU training. With `optimizer.freeze_bn_statistics`, the BN
+  `model.bn_group_size` None means the per-device batch (the step's rows / num_devices: the
+  labeled and any pseudo-labeled ones), the BN batch of the official per-core TPU training. With `optimizer.freeze_bn_statistics`, the BN
   layers whose parameters `optimizer.param_groups` freezes keep their statistics too.
   """
   if config.dtype not in DTYPES:
     raise ValueError(f'dtype={config.dtype!r}: use one of {sorted(DTYPES)}')
   overrides = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
-  overrides.setdefault('bn_group_size', config.batch_size // num_devices)
+  overrides.setdefault('bn_group_size', step_rows(config) // num_devices)
   model = create_model(config.model.name, num_classes=num_classes,
                        dtype=DTYPES[config.dtype], **overrides)
   if config.optimizer.get('freeze_bn_statistics') and config.optimizer.get('param_groups'):

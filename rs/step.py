@@ -37,6 +37,47 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
+def pseudo_targets(batch, num_classes: int, targets: str, temperature: float,
+                   label_smoothing: float) -> jax.Array:
+  """The target distribution of each pseudo-labeled row (float32 [B, num_classes]).
+
+  'soft': the teacher's stored probabilities - its top k ('pseudo_classes', 'pseudo_probs'),
+  the rest of the mass ('pseudo_rest') spread evenly over the other classes - sharpened or
+  softened to p^(1/temperature), renormalised (Noisy Student's rule). 'hard': its argmax
+  ('label'), label-smoothed as the labeled rows are."""
+  if targets == 'hard':
+    return optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes), label_smoothing)
+  classes, probs, rest = batch['pseudo_classes'], batch['pseudo_probs'], batch['pseudo_rest']
+  others = max(num_classes - classes.shape[-1], 1)
+  dense = jnp.broadcast_to((rest / others)[:, None], (classes.shape[0], num_classes))
+  dense = dense.at[jnp.arange(classes.shape[0])[:, None], classes].set(probs)
+  if temperature != 1.0:
+    dense = jnp.power(dense, 1.0 / temperature)
+  total = jnp.sum(dense, axis=-1, keepdims=True)
+  # Labeled rows carry no teacher's mass: their targets stay 0, finite (and their gradient).
+  return dense / jnp.where(total > 0, total, 1.0)
+
+
+def mixed_loss(logits: jax.Array, batch, config) -> tuple[jax.Array, dict]:
+  """Noisy Student's loss on a batch of labeled and pseudo-labeled rows ('pseudo' 1.0):
+  the label-smoothed cross entropy averaged over the labeled rows, plus loss_weight times the
+  cross entropy against the teacher's targets averaged over the pseudo-labeled rows.
+  loss_weight None is the ratio of pseudo-labeled to labeled rows: every image then weighs
+  the same, as in Noisy Student (its sum over all images divided by the labeled count)."""
+  p = config.data.pseudo
+  is_pseudo = batch['pseudo']
+  labeled = 1.0 - is_pseudo
+  num_classes = logits.shape[-1]
+  supervised = cross_entropy(logits, batch['label'], num_classes, config.label_smoothing)
+  targets = pseudo_targets(batch, num_classes, p.targets, p.temperature, config.label_smoothing)
+  taught = optax.softmax_cross_entropy(logits, targets)
+  labeled_loss = jnp.sum(supervised * labeled) / jnp.sum(labeled)
+  pseudo_loss = jnp.sum(taught * is_pseudo) / jnp.sum(is_pseudo)
+  weight = p.ratio if p.loss_weight is None else p.loss_weight
+  return labeled_loss + weight * pseudo_loss, {'labeled_loss': labeled_loss,
+                                                'pseudo_loss': pseudo_loss}
+
+
 def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   """1.0 where the label is among the k largest logits."""
   k = min(k, logits.shape[-1])
@@ -79,10 +120,16 @@ def train_step(state: TrainState, batch, *, model, tx, schedule, config):
     logits, updates = model.apply(variables, images, train=True, mutable=['batch_stats'],
                                   rngs={'dropout': rng})
     logits = logits.astype(jnp.float32)
-    loss = jnp.mean(cross_entropy(logits, labels, logits.shape[-1], config.label_smoothing))
-    return loss, (logits, updates['batch_stats'])
+    if mixed:
+      loss, parts = mixed_loss(logits, batch, config)
+    else:
+      loss = jnp.mean(cross_entropy(logits, labels, logits.shape[-1], config.label_smoothing))
+      parts = {}
+    return loss, (logits, updates['batch_stats'], parts)
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+  mixed = 'pseudo' in batch  # pseudo-labeled rows mixed in (rs.data.pseudo)
+  (loss, (logits, batch_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      trainable)
   grad_norm = optax.global_norm(grads)  # over what is trained: a frozen leaf has no gradient
   # The optimizer sees the whole tree; its frozen groups (optax.set_to_zero) ignore the zeros.
   grads = join_frozen(grads, jax.tree.map(jnp.zeros_like, fixed))
@@ -96,6 +143,8 @@ def train_step(state: TrainState, batch, *, model, tx, schedule, config):
       ema_params=jax.tree.map(ema, state.ema_params, params),
       ema_batch_stats=jax.tree.map(ema, state.ema_batch_stats, batch_stats))
   new_state = skip_if_nonfinite(state, updated, jnp.isfinite(loss) & jnp.isfinite(grad_norm))
+  # Accuracy on the labeled rows; on the pseudo-labeled ones, agreement with the teacher.
+  accuracy = lambda k, rows: jnp.sum(topk_correct(logits, labels, k) * rows) / jnp.sum(rows)
   metrics = {
       'loss': loss,
       'l2_loss': optim.l2_loss(state.params),
@@ -103,7 +152,11 @@ def train_step(state: TrainState, batch, *, model, tx, schedule, config):
       'top1': jnp.mean(topk_correct(logits, labels, 1)),
       'top5': jnp.mean(topk_correct(logits, labels, 5)),
       'grad_norm': grad_norm,
+      **parts,
   }
+  if mixed:
+    metrics.update(top1=accuracy(1, 1.0 - batch['pseudo']), top5=accuracy(5, 1.0 - batch['pseudo']),
+                   teacher_agreement=accuracy(1, batch['pseudo']))
   return new_state, metrics
 
 

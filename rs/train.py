@@ -24,7 +24,7 @@ from rs import validate
 from rs.errors import UserError
 from rs import weights as weights_lib
 from rs.data import pipeline as pipeline_lib
-from rs.programs import build_training
+from rs.programs import build_training, step_rows
 
 
 def host_sync():
@@ -157,7 +157,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   validate.check_config(config, mesh)
   validate.check_workdir(config, workdir)
   with validate.data_errors():  # a dataset not found or not prepared, a split it lacks
-    pipeline = pipeline_lib.create_pipeline(config)
+    local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+    pipeline = pipeline_lib.create_pipeline(config, local_devices=local_devices)
     steps = Schedule.of(config, pipeline.steps_per_epoch)  # streamed: counts the split
     validate.check_durations(config, pipeline.steps_per_epoch)
   validate.check_channels(config, pipeline.image_shape[-1])
@@ -213,7 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     batches = itertools.chain([first], batches)
     new_workdir.keep()  # from here on the workdir holds work (logs, then checkpoints)
 
-    throughput = metrics.Throughput(steps.total, config.batch_size, start_step)
+    throughput = metrics.Throughput(steps.total, step_rows(config), start_step)  # all images
     train_metrics, result = [], {}
     for step in range(start_step + 1, steps.total + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):

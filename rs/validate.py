@@ -14,7 +14,7 @@ from etils import epath
 
 from rs import models, optim, rundir, sharding, transfer
 from rs.data import sources
-from rs.errors import ConfigError, UserError, one_line
+from rs.errors import ConfigError, one_line
 from rs.models import architecture, convolution, registry, resnet
 
 
@@ -33,7 +33,42 @@ def check_config(config, mesh) -> None:
   _check_image_size(config)
   _check_batches(config, mesh)
   _check_data(config.data)
+  _check_pseudo(config, mesh)
   _check_init(config)
+
+
+def _check_pseudo(config, mesh) -> None:
+  """data.pseudo: a ratio giving whole images per step, split evenly like the labeled batch;
+  a directory when it is on; known targets; a positive temperature (the directory itself is
+  read when the pipeline opens it: rs.data.pseudo)."""
+  p = config.data.get('pseudo')
+  if p is None:
+    return  # a config from before data.pseudo
+  ratio = p.ratio or 0
+  if not isinstance(ratio, numbers.Real) or ratio < 0:
+    _fail('data.pseudo.ratio', ratio, 'set --config.data.pseudo.ratio to 0 (off) or more '
+          '(pseudo-labeled images per labeled one)')
+  if ratio == 0:
+    return
+  if not p.dir:
+    _fail('data.pseudo.dir', p.dir, 'set --config.data.pseudo.dir to an rs.pseudo_label '
+          'output directory (or --config.data.pseudo.ratio=0)')
+  rows = ratio * config.batch_size
+  if abs(rows - round(rows)) > 1e-9 or round(rows) < 1:
+    _fail('data.pseudo.ratio', ratio, f'ratio x batch_size={config.batch_size} is {rows:g} '
+          'images per step: choose a ratio that makes it a whole number')
+  sharding.check_batch_size('pseudo-labeled images per step (data.pseudo.ratio x batch_size)',
+                            round(rows), mesh, '--config.data.pseudo.ratio')
+  if p.targets not in ('soft', 'hard'):
+    _fail('data.pseudo.targets', p.targets, "set --config.data.pseudo.targets to 'soft' (the "
+          "teacher's probabilities) or 'hard' (its argmax)")
+  if not isinstance(p.temperature, numbers.Real) or p.temperature <= 0:
+    _fail('data.pseudo.temperature', p.temperature, 'give a temperature above 0 (1: the '
+          "teacher's probabilities as they are)")
+  if p.loss_weight is not None and (not isinstance(p.loss_weight, numbers.Real)
+                                    or p.loss_weight < 0):
+    _fail('data.pseudo.loss_weight', p.loss_weight, 'give 0 or more, or None (the ratio: '
+          'every image weighs the same)')
 
 
 def check_workdir(config, workdir: str) -> None:

@@ -6,6 +6,7 @@ selection against Noisy Student's rule worked by hand, and a resumed labelling a
 uninterrupted one, byte for byte.
 """
 import os
+import re
 import shutil
 
 import numpy as np
@@ -249,3 +250,143 @@ def test_a_process_killed_after_a_shard_finishes_the_rest_to_the_same_files(labe
   left = int(again.stderr.split(" of this host's 3 shards to do")[0].split()[-1])
   assert left < 3  # shard 0, at least, was not labelled again
   assert file_bytes(out) == file_bytes(reference)
+
+
+# The student: pseudo-labeled rows mixed into its batches (config data.pseudo, rs.data.pseudo).
+
+def student_config(out, **pseudo):
+  from conftest import tiny_config
+  config = tiny_config()
+  config.data.pseudo.update({'dir': out, **pseudo})
+  return config
+
+
+def final_state(workdir):
+  from rs import checkpoint
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), 1, 1)
+  state = ckpt.restore()
+  ckpt.close()
+  return state
+
+
+def test_a_ratio_of_zero_trains_exactly_as_without_pseudo_labels(labelled, tiny_run, tmp_path):
+  from rs import train
+  _, out, _ = labelled
+  train.train_and_evaluate(student_config(out, ratio=0.0), str(tmp_path / 'run'))
+  for mine, theirs in zip(*(jax_leaves(final_state(w)) for w in (str(tmp_path / 'run'),
+                                                                 tiny_run[0]))):
+    np.testing.assert_array_equal(mine, theirs)
+
+
+def jax_leaves(tree):
+  import jax
+  return jax.tree.leaves(tree)
+
+
+def test_the_mixed_loss_against_numpy():
+  """Labeled rows: smoothed cross entropy; pseudo-labeled rows: cross entropy against the
+  teacher's top-k (the rest spread evenly) at temperature T, weighted by the ratio."""
+  import ml_collections
+  from rs import step
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(6, 5)).astype(np.float32)
+  batch = {'label': np.array([0, 3, 1, 2, 4, 0], np.int32),
+           'pseudo': np.array([0, 0, 0, 1, 1, 1], np.float32),
+           'pseudo_classes': np.array([[0, 0]] * 3 + [[2, 1], [4, 0], [0, 3]], np.int32),
+           'pseudo_probs': np.array([[0, 0]] * 3 + [[0.6, 0.3], [0.5, 0.25], [0.9, 0.05]],
+                                    np.float32),
+           'pseudo_rest': np.array([0, 0, 0, 0.1, 0.25, 0.05], np.float32)}
+  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  smooth = np.full((3, 5), 0.1 / 5) + 0.9 * np.eye(5)[batch['label'][:3]]
+  labeled = -(smooth * log_p[:3]).sum(-1).mean()
+  for targets, temperature in (('soft', 1.0), ('soft', 0.5), ('hard', 1.0)):
+    config = ml_collections.ConfigDict({'label_smoothing': 0.1, 'data': {'pseudo': {
+        'targets': targets, 'temperature': temperature, 'ratio': 1.0, 'loss_weight': None}}})
+    if targets == 'soft':
+      q = np.zeros((3, 5))
+      for r in range(3):
+        q[r] = batch['pseudo_rest'][3 + r] / 3  # spread over the 3 classes outside the top 2
+        q[r, batch['pseudo_classes'][3 + r]] = batch['pseudo_probs'][3 + r]
+      q = q ** (1 / temperature)
+      q /= q.sum(-1, keepdims=True)
+    else:
+      q = np.full((3, 5), 0.1 / 5) + 0.9 * np.eye(5)[batch['label'][3:]]
+    taught = -(q * log_p[3:]).sum(-1).mean()
+    loss, parts = step.mixed_loss(logits, batch, config)
+    np.testing.assert_allclose(parts['labeled_loss'], labeled, rtol=1e-5)
+    np.testing.assert_allclose(parts['pseudo_loss'], taught, rtol=1e-5)
+    np.testing.assert_allclose(loss, labeled + taught, rtol=1e-5)  # weight = ratio = 1
+    config.data.pseudo.loss_weight = 0.25
+    np.testing.assert_allclose(step.mixed_loss(logits, batch, config)[0],
+                               labeled + 0.25 * taught, rtol=1e-5)
+
+
+def test_each_device_holds_its_share_of_both_kinds_and_batches_resume(labelled):
+  from rs.data import pipeline
+  _, out, _ = labelled
+  config = student_config(out, ratio=2.0)  # 32 labeled + 64 pseudo-labeled rows per step
+  mixed = pipeline.create_pipeline(config, local_devices=4)
+  batch = next(mixed.train_iter(0))
+  assert len(batch['label']) == 96 and batch['image'].shape[1:] == (24, 24, 1)
+  # Device d's 24 rows: its 8 labeled rows, then its 16 pseudo-labeled ones.
+  np.testing.assert_array_equal(batch['pseudo'].reshape(4, 24),
+                                np.tile(np.repeat([0.0, 1.0], [8, 16]), (4, 1)))
+  assert (batch['pseudo_rest'][batch['pseudo'] == 0] == 0).all()
+  # The teacher's argmax is the pseudo-labeled rows' label; their targets sum to one.
+  rows = batch['pseudo'] == 1
+  np.testing.assert_array_equal(batch['label'][rows], batch['pseudo_classes'][rows][:, 0])
+  np.testing.assert_allclose(batch['pseudo_probs'][rows].sum(-1) + batch['pseudo_rest'][rows],
+                             1, atol=1e-5)
+  # A resumed run's step 7 is an uninterrupted run's step 7.
+  iterator = mixed.train_iter(0)
+  seventh = [next(iterator) for _ in range(8)][7]
+  again = next(mixed.train_iter(7))
+  for key in seventh:
+    np.testing.assert_array_equal(seventh[key], again[key])
+  assert mixed.steps_per_epoch == 60_000 / 32  # epochs count the labeled set
+
+
+def test_a_student_trains_on_both_and_resumes_exactly(labelled, tmp_path):
+  from rs import train
+  _, out, _ = labelled
+  config = student_config(out, ratio=1.0, targets='soft', temperature=0.5)
+  workdir = str(tmp_path / 'student')
+  result = train.train_and_evaluate(config, workdir)
+  assert np.isfinite(result['loss'])
+  shutil.copytree(workdir, str(tmp_path / 'resumed'))
+  shutil.rmtree(str(tmp_path / 'resumed' / 'checkpoints' / '6'))  # killed after step 3's save
+  train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  for mine, theirs in zip(jax_leaves(final_state(workdir)),
+                          jax_leaves(final_state(str(tmp_path / 'resumed')))):
+    np.testing.assert_array_equal(mine, theirs)
+  from rs import metrics
+  assert set(metrics.read_scalars(workdir, 'train/pseudo_loss'))  # logged to TensorBoard
+  assert metrics.read_scalars(workdir, 'train/teacher_agreement')
+
+
+@pytest.mark.parametrize('change,fragment', [
+    ({'ratio': 0.1}, 'ratio x batch_size=32 is 3.2 images per step'),
+    ({'ratio': 1.0, 'dir': None}, 'data.pseudo.dir=None: set --config.data.pseudo.dir'),
+    ({'ratio': 1.0, 'targets': 'fuzzy'}, "data.pseudo.targets='fuzzy'"),
+    ({'ratio': 1.0, 'temperature': 0.0}, 'give a temperature above 0'),
+    ({'ratio': 1.0, 'fingerprint': 'abc'}, 'the config pins abc (data.pseudo.fingerprint)'),
+    ({'ratio': 1.0, 'dir': '{empty}'}, 'holds no manifest.json'),
+])
+def test_a_student_config_that_cannot_work_is_one_line(labelled, tmp_path, change, fragment):
+  from rs import train, validate
+  _, out, _ = labelled
+  (tmp_path / 'empty').mkdir()
+  change = {k: str(tmp_path / 'empty') if v == '{empty}' else v for k, v in change.items()}
+  with pytest.raises(validate.ConfigError, match=re.escape(fragment)):
+    train.train_and_evaluate(student_config(out, **change), str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def test_pseudo_labels_of_other_classes_are_refused(photo_teacher, labelled, tmp_path):
+  """A 3-class teacher's labels for the 10-class Fashion-MNIST student."""
+  from rs import train, validate
+  teacher, photos = photo_teacher
+  out = str(tmp_path / 'photos')
+  pseudo_label.label(teacher, 'folder', 'train', photos, out, batch_size=8)
+  with pytest.raises(validate.ConfigError, match='its teacher has 3 classes, the dataset 10'):
+    train.train_and_evaluate(student_config(out, ratio=1.0), str(tmp_path / 'run'))

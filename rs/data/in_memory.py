@@ -32,6 +32,7 @@ class InMemoryPipeline:
   pad: int = 4
   prefetch: int = 2
   native_size: int | None = None  # the side of the dataset's own images, before resizing
+  stream: int = 0  # another number gives other random draws from the same seed (rs.data.pseudo)
 
   def __post_init__(self):
     if self.augment not in AUGMENTS:
@@ -67,7 +68,11 @@ class InMemoryPipeline:
   @functools.lru_cache(maxsize=2)
   def _epoch_order(self, epoch: int) -> np.ndarray:
     """The permutation of the training set for `epoch`, seeded by (seed, epoch)."""
-    return np.random.default_rng([self.seed, epoch]).permutation(len(self.train))
+    return np.random.default_rng(self._key(epoch)).permutation(len(self.train))
+
+  def _key(self, *parts: int) -> list[int]:
+    """An RNG key: (seed, *parts), and the stream where it is not 0."""
+    return [self.seed, *parts] + ([self.stream] if self.stream else [])
 
   def train_batch(self, step: int) -> dict[str, np.ndarray]:
     """This host's rows of the global training batch number `step`.
@@ -80,7 +85,7 @@ class InMemoryPipeline:
     images = self.train.images[rows]
     if self.augment == 'pad_crop':
       # Augment the global batch, then slice: the result does not depend on the host count.
-      images = preprocess.pad_crop_flip(images, np.random.default_rng([self.seed, step, 1]),
+      images = preprocess.pad_crop_flip(images, np.random.default_rng(self._key(step, 1)),
                                         self.pad)
     return {'image': self._local_rows(images), 'label': self._local_rows(self.train.labels[rows])}
 

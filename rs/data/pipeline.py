@@ -14,7 +14,7 @@ from typing import Iterator, Protocol
 import jax
 import numpy as np
 
-from rs.data import in_memory, preprocess, records, sources, streaming
+from rs.data import in_memory, preprocess, pseudo, records, sources, streaming
 from rs.data.eval_input import EvalInput
 
 # data.augment: the streamed ImageNet recipe, or an in-memory one.
@@ -38,14 +38,28 @@ class Pipeline(Protocol):
     """The eval split once, in order; the last batch padded, with a 'mask' of real rows."""
 
 
-def create_pipeline(config, prepare: bool = True) -> Pipeline:
+def create_pipeline(config, prepare: bool = True, local_devices: int | None = None) -> Pipeline:
   """The input pipeline the config asks for.
 
   data.augment 'pad_crop' is the small-image recipe: the whole dataset in memory (Fashion-MNIST,
   CIFAR-sized tfds sets). 'inception_crop' streams with tf.data (rs.data.streaming): ImageNet
   and any tfds or class-folder dataset, with the official preprocessing and RandAugment.
-  With `prepare`, an unprepared tfds dataset is prepared first (single host only).
+  With `prepare`, an unprepared tfds dataset is prepared first (single host only). With
+  data.pseudo.ratio > 0, pseudo-labeled images join every training batch (rs.data.pseudo),
+  split over this host's `local_devices` (default: all of its devices).
   """
+  labeled = _labeled_pipeline(config, prepare)
+  rows = pseudo.pseudo_rows(config)
+  if not rows:
+    return labeled
+  if not isinstance(labeled, in_memory.InMemoryPipeline):
+    raise pseudo.PseudoLabelsError(
+        'data.pseudo with a streamed dataset (data.augment=inception_crop) is not built yet: '
+        "mix pseudo-labels into an in-memory dataset (data.augment 'pad_crop' or 'none')")
+  return pseudo.mixed_in_memory(labeled, config, local_devices or jax.local_device_count(), rows)
+
+
+def _labeled_pipeline(config, prepare: bool) -> Pipeline:
   d = config.data
   if d.augment == 'inception_crop':
     return streaming.create(config, prepare=prepare and jax.process_count() == 1)

@@ -1,0 +1,193 @@
+"""The pseudo-labeled images a student trains on (rs.pseudo_label's output), and the training
+batches that mix them with the labeled ones (config data.pseudo, docs/semi_supervised.md).
+
+`PseudoSet(dir)` reads the manifest; `load_arrays` holds the selected images in memory (each
+repeated by its selection copies) with the teacher's targets, for the in-memory pipeline.
+`MixedPipeline` wraps a labeled pipeline: each training batch is its labeled rows and
+ratio x as many pseudo-labeled rows, both pure functions of (seed, step), arranged so that
+every device holds its share of each (so BatchNorm's per-device statistics see both, as Noisy
+Student's per-core batches did). Evaluation, class names and epochs are the labeled
+pipeline's.
+"""
+import dataclasses
+import json
+from typing import Iterator
+
+import numpy as np
+from etils import epath
+
+from rs.data import in_memory, preprocess, sources
+from rs.errors import UserError
+
+
+def pseudo_rows(config) -> int:
+  """Pseudo-labeled images per global step: data.pseudo.ratio x batch_size (0 when off;
+  configs from before data.pseudo have none)."""
+  ratio = config.data.get('pseudo', {}).get('ratio') or 0
+  return round(ratio * config.batch_size)
+
+
+class PseudoLabelsError(UserError, ValueError):
+  """A pseudo-label directory that cannot be used with this config; the message says why."""
+
+
+@dataclasses.dataclass
+class PseudoSet:
+  """An rs.pseudo_label output directory, complete (its manifest written)."""
+  directory: str
+
+  def __post_init__(self):
+    path = epath.Path(self.directory) / 'manifest.json'
+    if not path.exists():
+      raise PseudoLabelsError(
+          f'data.pseudo.dir={self.directory!r} holds no manifest.json: give a directory '
+          'rs.pseudo_label finished (run it again to finish an interrupted one)')
+    self.manifest = json.loads(path.read_text())
+    self.num_classes = self.manifest['teacher']['num_classes']
+    self.class_names = self.manifest['teacher'].get('class_names')
+    self.num_shards = self.manifest['num_shards']
+    self.selected = self.manifest['selection']['selected']
+
+  def check(self, num_classes: int, class_names, fingerprint: str | None) -> None:
+    """The teacher labeled the student's classes (count, and names where both are known), and
+    the unlabeled data is the one the config pins (data.pseudo.fingerprint), if it does."""
+    where = f'data.pseudo.dir={self.directory!r}'
+    if self.num_classes != num_classes:
+      raise PseudoLabelsError(f'{where}: its teacher has {self.num_classes} classes, the '
+                              f'dataset {num_classes}: pseudo-label with a teacher of this '
+                              'dataset\'s classes')
+    named = [n for n in (class_names or []) if n]
+    if named and self.class_names and list(class_names) != list(self.class_names) and not all(
+        n.startswith('class ') for n in self.class_names):
+      differ = next(i for i, (a, b) in enumerate(zip(class_names, self.class_names)) if a != b)
+      raise PseudoLabelsError(f'{where}: its teacher\'s class {differ} is '
+                              f'{self.class_names[differ]!r}, the dataset\'s '
+                              f'{class_names[differ]!r}: pseudo-labels of another dataset')
+    data = self.manifest['data']['fingerprint']
+    if fingerprint and fingerprint != data:
+      raise PseudoLabelsError(f'{where}: its unlabeled data has fingerprint {data}, the config '
+                              f'pins {fingerprint} (data.pseudo.fingerprint): another data set '
+                              f'({self.manifest["data"]["description"]})')
+    if not self.selected:
+      raise PseudoLabelsError(f'{where}: its selection keeps no image (lower --min_threshold '
+                              'in rs.pseudo_label)')
+
+  def records(self):
+    """tf.data.Dataset of every labelled example, shard after shard, in record order."""
+    import tensorflow as tf
+    files = [str(epath.Path(self.directory) / s['file']) for s in self.manifest['shards']]
+    spec = {'id': tf.io.FixedLenFeature([], tf.int64),
+            'image/encoded': tf.io.FixedLenFeature([], tf.string),
+            'label': tf.io.FixedLenFeature([], tf.int64),
+            'classes': tf.io.VarLenFeature(tf.int64),
+            'probabilities': tf.io.VarLenFeature(tf.float32),
+            'rest': tf.io.FixedLenFeature([], tf.float32)}
+
+    def parse(serialized):
+      e = tf.io.parse_single_example(serialized, spec)
+      return {'encoded': e['image/encoded'], 'label': tf.cast(e['label'], tf.int32),
+              'classes': tf.cast(tf.sparse.to_dense(e['classes']), tf.int32),
+              'probabilities': tf.sparse.to_dense(e['probabilities']), 'rest': e['rest']}
+
+    return tf.data.TFRecordDataset(files).map(parse)
+
+  def copies(self) -> np.ndarray:
+    """The selection's copies of every example, in `records` order."""
+    import io
+    out = []
+    for i in range(self.num_shards):
+      path = epath.Path(self.directory) / 'selection' / f'part-{i:05d}-of-{self.num_shards:05d}.npy'
+      out.append(np.load(io.BytesIO(path.read_bytes())))
+    return np.concatenate(out)
+
+
+@dataclasses.dataclass
+class Targets:
+  """The teacher's targets of every selected row: top-k classes and probabilities, the rest of
+  the mass, and the argmax ('label')."""
+  label: np.ndarray  # int32 [N]
+  classes: np.ndarray  # int32 [N, k]
+  probabilities: np.ndarray  # float32 [N, k]
+  rest: np.ndarray  # float32 [N]
+
+  def rows(self, index: np.ndarray) -> dict[str, np.ndarray]:
+    return {'label': self.label[index], 'pseudo_classes': self.classes[index],
+            'pseudo_probs': self.probabilities[index], 'pseudo_rest': self.rest[index]}
+
+
+def load_arrays(pseudo: PseudoSet, image_size: int, channels: int
+                ) -> tuple[np.ndarray, Targets]:
+  """(uint8 images [N, S, S, channels], their Targets) of the selected examples, each repeated
+  by its copies: the in-memory pipeline's pseudo-labeled set, resized as the labeled set is."""
+  import tensorflow as tf
+  copies = pseudo.copies()
+  images, labels, classes, probabilities, rest = [], [], [], [], []
+  for i, example in enumerate(pseudo.records().as_numpy_iterator()):
+    if not copies[i]:
+      continue
+    image = tf.io.decode_image(example['encoded'], channels=channels,
+                               expand_animations=False).numpy()
+    images.append(preprocess.resize(image[None], image_size)[0])
+    labels.append(example['label'])
+    classes.append(example['classes'])
+    probabilities.append(example['probabilities'])
+    rest.append(example['rest'])
+  kept = np.repeat(np.arange(len(images)), copies[copies > 0].astype(np.int64))
+  targets = Targets(np.asarray(labels, np.int32)[kept], np.stack(classes)[kept],
+                    np.stack(probabilities).astype(np.float32)[kept],
+                    np.asarray(rest, np.float32)[kept])
+  return np.stack(images)[kept], targets
+
+
+@dataclasses.dataclass(eq=False)
+class MixedPipeline:
+  """A labeled pipeline with `pseudo` (an InMemoryPipeline whose 'label' is a row of
+  `targets`) mixed into its training batches; everything else is the labeled pipeline's."""
+  labeled: object
+  pseudo: in_memory.InMemoryPipeline
+  targets: Targets
+  local_devices: int  # this host's devices in the mesh: its rows are split over them
+
+  def __getattr__(self, name):  # num_classes, class_names, eval_iter, steps_per_epoch, ...
+    return getattr(self.labeled, name)
+
+  def train_iter(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    """This host's rows of each step: per device, its labeled rows then its pseudo-labeled
+    rows; 'pseudo' is 1.0 on the latter, which also carry the teacher's targets."""
+    for labeled, pseudo in zip(self.labeled.train_iter(start_step),
+                               self.pseudo.train_iter(start_step)):
+      yield self.mix(labeled, pseudo)
+
+  def mix(self, labeled: dict, pseudo: dict) -> dict[str, np.ndarray]:
+    n, m = len(labeled['label']), len(pseudo['label'])
+    k = self.targets.classes.shape[1]
+    taught = self.targets.rows(pseudo['label'])
+    parts = {
+        'image': (labeled['image'], pseudo['image']),
+        'label': (labeled['label'], taught['label']),
+        'pseudo': (np.zeros(n, np.float32), np.ones(m, np.float32)),
+        'pseudo_classes': (np.zeros((n, k), np.int32), taught['pseudo_classes']),
+        'pseudo_probs': (np.zeros((n, k), np.float32), taught['pseudo_probs']),
+        'pseudo_rest': (np.zeros(n, np.float32), taught['pseudo_rest'])}
+    d = self.local_devices
+    return {key: np.concatenate([piece for i in range(d) for piece in
+                                 (a[i * n // d:(i + 1) * n // d], b[i * m // d:(i + 1) * m // d])])
+            for key, (a, b) in parts.items()}
+
+
+def mixed_in_memory(labeled: in_memory.InMemoryPipeline, config, local_devices: int,
+                    rows: int) -> MixedPipeline:
+  """`labeled` (the config's in-memory pipeline) with data.pseudo's set mixed in, `rows`
+  pseudo-labeled images per global step, augmented as the labeled ones."""
+  p = config.data.pseudo
+  pseudo = PseudoSet(p.dir)
+  pseudo.check(labeled.num_classes, labeled.class_names, p.get('fingerprint'))
+  images, targets = load_arrays(pseudo, config.data.image_size, labeled.image_shape[-1])
+  split = sources.ArraySplit(images, np.arange(len(images), dtype=np.int32), len(images))
+  if rows > len(split):
+    raise PseudoLabelsError(f'data.pseudo.ratio={p.ratio} asks for {rows} pseudo-labeled '
+                            f'images per step; {p.dir} selected {len(split)}: lower the ratio')
+  stream = in_memory.InMemoryPipeline(split, split, rows, rows, config.seed,
+                                      augment=config.data.augment, pad=config.data.crop_padding,
+                                      prefetch=config.data.prefetch_batches, stream=1)
+  return MixedPipeline(labeled, stream, targets, local_devices)
