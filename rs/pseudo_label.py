@@ -17,7 +17,8 @@ each shard as it finishes it:
       id (int64), key (bytes), image/encoded (the image file's bytes), label (argmax),
       confidence (its probability), classes + probabilities (the top-k, most probable
       first; all classes when --top_k=0), rest (the probability outside them)
-  DIR/shards/part-00003-of-00016.npz     ids, labels, confidences (for selection and stats)
+  DIR/shards/part-00003-of-00016.npz     ids, labels, confidences, and the targets (classes,
+      probabilities, rest): what selection, stats and a streaming student read
   DIR/shards/part-00003-of-00016.json    written last: the shard is complete
   DIR/selection/part-00003-of-00016.npy  copies of each example the student trains on
   DIR/manifest.json                counts per class, confidence histogram, selection
@@ -48,6 +49,7 @@ from etils import epath
 from rs import checkpoint, cli, export, logs, metrics, rundir, sharding, step as step_lib
 from rs import validate
 from rs import weights as weights_lib
+from rs.data import pseudo
 from rs.data.eval_input import EvalInput
 from rs.errors import UserError
 
@@ -128,10 +130,6 @@ def _write_text(path: epath.Path, text: str) -> None:
   aside.replace(path)
 
 
-def _shard_name(index: int, count: int) -> str:
-  return f'part-{index:05d}-of-{count:05d}'
-
-
 def _example(row: dict, top_k: int):
   """One tf.train.Example of a labelled image."""
   import tensorflow as tf
@@ -190,9 +188,9 @@ class Labeller:
   def label_shard(self, source, index: int, directory: epath.Path, progress) -> dict:
     """Labels shard `index` and writes it (records, arrays, then the completion file)."""
     import tensorflow as tf
-    name = _shard_name(index, len(source.ranges))
+    name = pseudo.shard_name(index, len(source.ranges))
     start = time.monotonic()
-    ids, labels, confidences = [], [], []
+    ids, labels, confidences, targets = [], [], [], []
     seen = undecodable = 0
     temporary = directory / f'{name}.tfrecord.writing'
     with tf.io.TFRecordWriter(str(temporary)) as writer:
@@ -204,7 +202,11 @@ class Labeller:
             continue
           row = {k: batch[k][i] for k in ('id', 'key', 'encoded')}
           row['probabilities'] = probabilities[i]
-          writer.write(_example(row, self.top_k).SerializeToString(deterministic=True))
+          example = _example(row, self.top_k)
+          writer.write(example.SerializeToString(deterministic=True))
+          f = example.features.feature
+          targets.append((f['classes'].int64_list.value, f['probabilities'].float_list.value,
+                          f['rest'].float_list.value[0]))
           ids.append(row['id'])
           labels.append(int(np.argmax(probabilities[i])))
           confidences.append(float(probabilities[i].max()))
@@ -215,19 +217,17 @@ class Labeller:
       undecodable = expected - len(ids)
     tf.io.gfile.rename(str(temporary), str(directory / f'{name}.tfrecord'), overwrite=True)
     buffer = io.BytesIO()
+    k = min(self.top_k or self.teacher.description.num_classes,
+            self.teacher.description.num_classes)
     np.savez(buffer, ids=np.asarray(ids, np.int64), labels=np.asarray(labels, np.int32),
-             confidences=np.asarray(confidences, np.float32))
+             confidences=np.asarray(confidences, np.float32),
+             classes=np.asarray([t[0] for t in targets], np.int32).reshape(-1, k),
+             probabilities=np.asarray([t[1] for t in targets], np.float32).reshape(-1, k),
+             rest=np.asarray([t[2] for t in targets], np.float32))
     (directory / f'{name}.npz').write_bytes(buffer.getvalue())
     stats = {'shard': index, 'examples': len(ids), 'undecodable': int(undecodable)}
     _write_text(directory / f'{name}.json', json.dumps(stats))  # no timings: files are data
     return stats | {'seconds': time.monotonic() - start}
-
-
-def shard_arrays(out: str, index: int, count: int) -> dict[str, np.ndarray]:
-  """ids, labels, confidences of a complete shard, in record order."""
-  path = rundir.path(out) / 'shards' / f'{_shard_name(index, count)}.npz'
-  with np.load(io.BytesIO(path.read_bytes())) as arrays:
-    return dict(arrays)
 
 
 def _check_same_labelling(out: epath.Path, identity: dict) -> None:
@@ -285,7 +285,7 @@ def label(teacher_path: str, data: str, split: str | None, data_dir: str | None,
 
   count = len(source.ranges)
   mine = [i for i in range(count) if i % jax.process_count() == jax.process_index()]
-  todo = [i for i in mine if not (shards_dir / f'{_shard_name(i, count)}.json').exists()]
+  todo = [i for i in mine if not (shards_dir / f'{pseudo.shard_name(i, count)}.json').exists()]
   logging.info('Labelling %s with %s (%s, %d classes) on %d devices: %d of this host\'s %d '
                'shards to do.', source.description, teacher_path, description.model,
                description.num_classes, mesh.size, len(todo), len(mine))
@@ -369,9 +369,9 @@ def write_manifest(out: str, per_class: int | None = None, min_threshold: float 
   out_path = rundir.path(out)
   identity = json.loads((out_path / 'labelling.json').read_text())
   count, num_classes = identity['num_shards'], identity['teacher']['num_classes']
-  stats = [json.loads((out_path / 'shards' / f'{_shard_name(i, count)}.json').read_text())
+  stats = [json.loads((out_path / 'shards' / f'{pseudo.shard_name(i, count)}.json').read_text())
            for i in range(count)]
-  arrays = [shard_arrays(out, i, count) for i in range(count)]
+  arrays = [pseudo.read_arrays(out, i, count) for i in range(count)]
   labels = np.concatenate([a['labels'] for a in arrays])
   confidences = np.concatenate([a['confidences'] for a in arrays])
   thresholds, expected = select(labels, confidences, num_classes, per_class, min_threshold)
@@ -385,14 +385,14 @@ def write_manifest(out: str, per_class: int | None = None, min_threshold: float 
     np.add.at(after, a['labels'], copies)
     buffer = io.BytesIO()
     np.save(buffer, copies)
-    (selection_dir / f'{_shard_name(i, count)}.npy').write_bytes(buffer.getvalue())
+    (selection_dir / f'{pseudo.shard_name(i, count)}.npy').write_bytes(buffer.getvalue())
   histogram = np.histogram(confidences, bins=HISTOGRAM_BINS, range=(0, 1))[0]
   manifest = identity | {
       'examples': int(len(labels)),
       'undecodable': int(sum(s['undecodable'] for s in stats)),
       'per_class': np.bincount(labels, minlength=num_classes).tolist(),
       'confidence_histogram': {'bins': HISTOGRAM_BINS, 'counts': histogram.tolist()},
-      'shards': [{'file': f'shards/{_shard_name(s["shard"], count)}.tfrecord',
+      'shards': [{'file': f'shards/{pseudo.shard_name(s["shard"], count)}.tfrecord',
                   'examples': s['examples'], 'undecodable': s['undecodable']} for s in stats],
       'selection': {'per_class': per_class, 'min_threshold': min_threshold, 'seed': seed,
                     'thresholds': thresholds.tolist(), 'selected_per_class': after.tolist(),

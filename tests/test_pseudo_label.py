@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from conftest import run_command
 from rs import export, pseudo_label, weights
-from rs.data import preprocess, sources
+from rs.data import preprocess, pseudo, sources
 
 SPLIT = 'test[:300]'
 
@@ -81,7 +81,7 @@ def test_probabilities_are_the_teachers_own_on_the_arrays(labelled):
 
 def test_the_selection_follows_noisy_students_rule(labelled):
   _, out, manifest = labelled
-  arrays = [pseudo_label.shard_arrays(out, i, 3) for i in range(3)]
+  arrays = [pseudo.read_arrays(out, i, 3) for i in range(3)]
   labels = np.concatenate([a['labels'] for a in arrays])
   confidences = np.concatenate([a['confidences'] for a in arrays])
   copies = np.concatenate([np.load(f'{out}/selection/part-{i:05d}-of-00003.npy')
@@ -180,12 +180,17 @@ def photo_teacher(tmp_path_factory):
   root = tmp_path_factory.mktemp('photo_teacher')
   config = rs_config(name='folder', data_dir=str(root))
   config.dtype = 'float32'
-  description = weights.describe(config, 3, 3, ['a', 'b', 'c'])
+  # Named as the class folders number them (sorted), like a teacher trained on them.
+  description = weights.describe(config, 3, 3, sorted(photo_dataset.PHOTOS[:3]))
   model = description.build()
   x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
   weights.save(str(root / 'teacher'), random_variables(model, x), description)
   photo_dataset.write_folder(str(root / 'photos'), 'train',
                              photo_dataset.examples(3, 2, size=(100, 75)))
+  photo_dataset.write_folder(str(root / 'labeled'), 'train',
+                             photo_dataset.examples(3, 6, size=(100, 75), seed=2))
+  photo_dataset.write_folder(str(root / 'labeled'), 'validation',
+                             photo_dataset.examples(3, 2, size=(100, 75), seed=3))
   (root / 'photos' / 'train' / 'broken.jpg').write_bytes(b'\xff\xd8 not really a jpeg')
   return str(root / 'teacher'), str(root / 'photos')
 
@@ -390,3 +395,53 @@ def test_pseudo_labels_of_other_classes_are_refused(photo_teacher, labelled, tmp
   pseudo_label.label(teacher, 'folder', 'train', photos, out, batch_size=8)
   with pytest.raises(validate.ConfigError, match='its teacher has 3 classes, the dataset 10'):
     train.train_and_evaluate(student_config(out, ratio=1.0), str(tmp_path / 'run'))
+
+
+def test_a_streamed_student_mixes_the_pseudo_set_into_its_recipe(photo_teacher, tmp_path):
+  """Class folders streamed with the RS recipe (inception crop, RandAugment), the photographs'
+  pseudo-labels streamed alongside with the same recipe; batches resume exactly; it trains."""
+  from rs import train
+  from rs.data import pipeline
+  from test_sources_e2e import rs_config
+  teacher, photos = photo_teacher
+  out = str(tmp_path / 'pseudo')
+  pseudo_label.label(teacher, 'folder', None, photos, out, batch_size=8, per_class=20)
+  config = rs_config(name='folder', data_dir=os.path.join(os.path.dirname(photos), 'labeled'))
+  config.data.pseudo.update({'dir': out, 'ratio': 1.0})
+  mixed = pipeline.create_pipeline(config, local_devices=8)
+  batches = mixed.train_iter(0)
+  first, second, third = next(batches), next(batches), next(batches)
+  assert first['image'].shape == (32, 32, 32, 3)  # 16 labeled + 16 pseudo-labeled rows
+  np.testing.assert_array_equal(first['pseudo'].reshape(8, 4),
+                                np.tile([0.0, 0.0, 1.0, 1.0], (8, 1)))
+  rows = first['pseudo'] == 1
+  np.testing.assert_array_equal(first['label'][rows], first['pseudo_classes'][rows][:, 0])
+  resumed = next(mixed.train_iter(2))
+  for key in third:
+    np.testing.assert_array_equal(third[key], resumed[key])
+  assert not np.array_equal(first['image'], second['image'])
+  result = train.train_and_evaluate(config, str(tmp_path / 'student'))
+  assert np.isfinite(result['loss']) and result['num_examples'] == 6
+
+
+def test_each_host_streams_its_own_shards_with_their_copies(photo_teacher, tmp_path):
+  from rs.data import pseudo as pseudo_lib
+  teacher, photos = photo_teacher
+  out = str(tmp_path / 'pseudo')
+  pseudo_label.label(teacher, 'folder', None, photos, out, num_shards=3, batch_size=8,
+                     per_class=5)
+  pseudo_set = pseudo_lib.PseudoSet(out)
+  source = pseudo_lib.PseudoRecords(pseudo_set, 3, None)
+  copies = pseudo_set.copies_per_shard()
+  seen = []
+  for host in range(2):
+    records = list(source.records('pseudo', host, 2).as_numpy_iterator())
+    targets = source.targets(host, 2)
+    assert len(records) == source.num_examples('pseudo', host, 2)
+    shards = [i for i in range(3) if i % 2 == host]
+    assert len(records) == sum(copies[i].sum() for i in shards)
+    for record in records:  # the row's targets are the teacher's for that image
+      row = record['label']
+      assert targets.label[row] == targets.classes[row][0]
+      seen.append(record['path'])
+  assert len(seen) == pseudo_set.selected

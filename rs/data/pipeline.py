@@ -52,11 +52,9 @@ def create_pipeline(config, prepare: bool = True, local_devices: int | None = No
   rows = pseudo.pseudo_rows(config)
   if not rows:
     return labeled
-  if not isinstance(labeled, in_memory.InMemoryPipeline):
-    raise pseudo.PseudoLabelsError(
-        'data.pseudo with a streamed dataset (data.augment=inception_crop) is not built yet: '
-        "mix pseudo-labels into an in-memory dataset (data.augment 'pad_crop' or 'none')")
-  return pseudo.mixed_in_memory(labeled, config, local_devices or jax.local_device_count(), rows)
+  mix = (pseudo.mixed_in_memory if isinstance(labeled, in_memory.InMemoryPipeline)
+         else pseudo.mixed_streamed)
+  return mix(labeled, config, local_devices or jax.local_device_count(), rows)
 
 
 def _labeled_pipeline(config, prepare: bool) -> Pipeline:

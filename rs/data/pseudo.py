@@ -10,6 +10,7 @@ Student's per-core batches did). Evaluation, class names and epochs are the labe
 pipeline's.
 """
 import dataclasses
+import io
 import json
 from typing import Iterator
 
@@ -18,6 +19,19 @@ from etils import epath
 
 from rs.data import in_memory, preprocess, sources
 from rs.errors import UserError
+
+
+def shard_name(index: int, count: int) -> str:
+  """The files of shard `index` of `count`: NAME.tfrecord, .npz, .json (rs.pseudo_label)."""
+  return f'part-{index:05d}-of-{count:05d}'
+
+
+def read_arrays(directory: str, index: int, count: int) -> dict[str, np.ndarray]:
+  """A complete shard's ids, labels, confidences and targets (classes, probabilities, rest),
+  in record order."""
+  path = epath.Path(directory) / 'shards' / f'{shard_name(index, count)}.npz'
+  with np.load(io.BytesIO(path.read_bytes())) as arrays:
+    return dict(arrays)
 
 
 def pseudo_rows(config) -> int:
@@ -91,14 +105,18 @@ class PseudoSet:
 
     return tf.data.TFRecordDataset(files).map(parse)
 
+  def copies_per_shard(self) -> list[np.ndarray]:
+    """The selection's copies of each shard's examples, in record order."""
+    folder = epath.Path(self.directory) / 'selection'
+    return [np.load(io.BytesIO((folder / f'{shard_name(i, self.num_shards)}.npy').read_bytes()))
+            for i in range(self.num_shards)]
+
   def copies(self) -> np.ndarray:
     """The selection's copies of every example, in `records` order."""
-    import io
-    out = []
-    for i in range(self.num_shards):
-      path = epath.Path(self.directory) / 'selection' / f'part-{i:05d}-of-{self.num_shards:05d}.npy'
-      out.append(np.load(io.BytesIO(path.read_bytes())))
-    return np.concatenate(out)
+    return np.concatenate(self.copies_per_shard())
+
+  def arrays(self, shard: int) -> dict[str, np.ndarray]:
+    return read_arrays(self.directory, shard, self.num_shards)
 
 
 @dataclasses.dataclass
@@ -113,6 +131,78 @@ class Targets:
   def rows(self, index: np.ndarray) -> dict[str, np.ndarray]:
     return {'label': self.label[index], 'pseudo_classes': self.classes[index],
             'pseudo_probs': self.probabilities[index], 'pseudo_rest': self.rest[index]}
+
+
+class PseudoRecords:
+  """The selected pseudo-labeled images as a streamed source (rs.data.streaming reads it as
+  it reads tfds and folder sources): this host's shards (shard i % hosts == host), each
+  record repeated by its selection copies. A record's 'label' is its row in this host's
+  target table (`targets`), which holds only this host's share: a few numbers per image."""
+
+  name = 'pseudo'
+
+  def __init__(self, pseudo: PseudoSet, num_classes: int, class_names):
+    self.pseudo, self.num_classes, self.class_names = pseudo, num_classes, class_names
+    self._copies = pseudo.copies_per_shard()
+    self._sizes = [s['examples'] for s in pseudo.manifest['shards']]
+
+  def _shards(self, host: int, hosts: int) -> list[int]:
+    return [i for i in range(self.pseudo.num_shards) if i % hosts == host]
+
+  def num_examples(self, split: str, host: int = 0, hosts: int = 1) -> int:
+    """Images (copies counted) in host `host`'s share, or in all with hosts=1."""
+    del split  # one set
+    return int(sum(self._copies[i].sum() for i in self._shards(host, hosts)))
+
+  def names(self, split: str, host: int = 0, hosts: int = 1, order_seed=None) -> None:
+    del split, host, hosts, order_seed  # a shuffle buffer mixes the files: not known
+
+  def targets(self, host: int, hosts: int) -> 'Targets':
+    """The teacher's targets of host `host`'s records, by row ('label' of `records`)."""
+    arrays = [self.pseudo.arrays(i) for i in self._shards(host, hosts)]
+    join = lambda key: np.concatenate([a[key] for a in arrays])
+    return Targets(join('labels'), join('classes'), join('probabilities'), join('rest'))
+
+  def records(self, split: str, host: int = 0, hosts: int = 1, order_seed=None,
+              shuffle_buffer: int = 16 * 1024, check=None):
+    """Host `host`'s records, each `copies` times; files permuted and a seeded shuffle
+    buffer with `order_seed` (rs.data.records' scheme)."""
+    import tensorflow as tf
+    from rs.data import records
+    del split
+    shards = self._shards(host, hosts)
+    if not shards:
+      raise PseudoLabelsError(f'{self.pseudo.directory} has {self.pseudo.num_shards} shards, '
+                              f'fewer than the {hosts} hosts: pseudo-label with --num_shards '
+                              f'of at least {hosts}')
+    offsets = np.cumsum([0] + [self._sizes[i] for i in shards])[:-1]
+    copies = tf.constant(np.concatenate([self._copies[i] for i in shards]).astype(np.int64))
+    files = [str(epath.Path(self.pseudo.directory) / self.pseudo.manifest['shards'][i]['file'])
+             for i in shards]
+    files, offsets = records.permute((tf.constant(files), tf.constant(offsets, tf.int64)),
+                                     order_seed)
+
+    def piece(file, offset):  # (row in this host's table, serialized example)
+      return tf.data.TFRecordDataset(file).enumerate(offset)
+
+    ds = tf.data.Dataset.from_tensor_slices((files, offsets)).interleave(
+        piece, cycle_length=min(16, len(shards)), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+    ds = ds.flat_map(lambda row, serialized: tf.data.Dataset.from_tensors(
+        (row, serialized)).repeat(copies[row]))
+    if order_seed is not None:
+      ds = ds.shuffle(shuffle_buffer, seed=records.seed_hash(order_seed))
+    spec = {'image/encoded': tf.io.FixedLenFeature([], tf.string),
+            'key': tf.io.FixedLenFeature([], tf.string)}
+
+    def parse(row, serialized):
+      example = tf.io.parse_single_example(serialized, spec)
+      record = {'image': example['image/encoded'], 'label': tf.cast(row, tf.int32),
+                'path': example['key']}
+      return record if check is None else record | {'ok': check(record['image'],
+                                                                 record['path'])}
+
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def load_arrays(pseudo: PseudoSet, image_size: int, channels: int
@@ -184,10 +274,30 @@ def mixed_in_memory(labeled: in_memory.InMemoryPipeline, config, local_devices: 
   pseudo.check(labeled.num_classes, labeled.class_names, p.get('fingerprint'))
   images, targets = load_arrays(pseudo, config.data.image_size, labeled.image_shape[-1])
   split = sources.ArraySplit(images, np.arange(len(images), dtype=np.int32), len(images))
-  if rows > len(split):
-    raise PseudoLabelsError(f'data.pseudo.ratio={p.ratio} asks for {rows} pseudo-labeled '
-                            f'images per step; {p.dir} selected {len(split)}: lower the ratio')
+  _check_enough(p, rows, len(split))
   stream = in_memory.InMemoryPipeline(split, split, rows, rows, config.seed,
                                       augment=config.data.augment, pad=config.data.crop_padding,
                                       prefetch=config.data.prefetch_batches, stream=1)
   return MixedPipeline(labeled, stream, targets, local_devices)
+
+
+def mixed_streamed(labeled, config, local_devices: int, rows: int) -> MixedPipeline:
+  """`labeled` (the config's streamed pipeline) with data.pseudo's set streamed alongside,
+  `rows` pseudo-labeled images per global step, with the labeled images' recipe (inception
+  crop, RandAugment: Noisy Student noises both) on a random stream of its own."""
+  import jax
+  from rs.data import streaming
+  p = config.data.pseudo
+  pseudo = PseudoSet(p.dir)
+  pseudo.check(labeled.num_classes, labeled.class_names, p.get('fingerprint'))
+  _check_enough(p, rows, pseudo.selected)
+  source = PseudoRecords(pseudo, labeled.num_classes, labeled.class_names)
+  stream = streaming.create(config, source=source, split='pseudo', batch_size=rows, stream=1)
+  return MixedPipeline(labeled, stream, source.targets(jax.process_index(), jax.process_count()),
+                       local_devices)
+
+
+def _check_enough(p, rows: int, selected: int) -> None:
+  if rows > selected:
+    raise PseudoLabelsError(f'data.pseudo.ratio={p.ratio} asks for {rows} pseudo-labeled '
+                            f'images per step; {p.dir} selected {selected}: lower the ratio')

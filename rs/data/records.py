@@ -30,7 +30,7 @@ def seed_hash(seed: tf.Tensor) -> tf.Tensor:
   return tf.random.stateless_uniform([], seed, minval=None, maxval=None, dtype=tf.int64)
 
 
-def _permute(tensors: tuple, order_seed) -> tuple:
+def permute(tensors: tuple, order_seed) -> tuple:
   """The same stateless permutation of each tensor's first axis (identity without a seed)."""
   if order_seed is None:
     return tensors
@@ -116,7 +116,7 @@ class TfdsRecords:
     self._check_split(split)
     part = self._tfds.even_splits(split, n=hosts)[host] if hosts > 1 else split
     pieces = [p for p in self.builder.info.splits[part].file_instructions if p.take != 0]
-    files, skips, takes = _permute((tf.constant([p.filename for p in pieces]),
+    files, skips, takes = permute((tf.constant([p.filename for p in pieces]),
                                     tf.constant([p.skip for p in pieces], tf.int64),
                                     tf.constant([p.take for p in pieces], tf.int64)),
                                    order_seed)
@@ -203,7 +203,7 @@ class FolderRecords:
   def names(self, split: str, host: int = 0, hosts: int = 1, order_seed=None) -> list[str]:
     """The paths of `records(split, host, hosts, order_seed)`, in its order (eager)."""
     paths, _ = self.files(split)
-    permuted, = _permute((tf.constant(paths[host::hosts]),), order_seed)
+    permuted, = permute((tf.constant(paths[host::hosts]),), order_seed)
     return [path.decode() for path in permuted.numpy()]
 
   def records(self, split: str, host: int = 0, hosts: int = 1, order_seed=None,
@@ -211,7 +211,7 @@ class FolderRecords:
     """Host `host`'s share (every hosts-th file); fully permuted with `order_seed`."""
     del shuffle_buffer  # a file list is permuted whole: no buffer needed
     paths, labels = self.files(split)
-    paths, labels = _permute((tf.constant(paths[host::hosts]),
+    paths, labels = permute((tf.constant(paths[host::hosts]),
                               tf.constant(labels[host::hosts])), order_seed)
     return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
         lambda path, label: _checked({'image': tf.io.read_file(path), 'label': label,

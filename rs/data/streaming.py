@@ -66,6 +66,7 @@ class StreamingPipeline:
   threads: int | None = None  # the private tf.data thread pool; None: this host's CPU count
   cache_decoded: bool = False  # keep decoded images in memory (small datasets only)
   bad_images: str = 'skip'  # undecodable files: 'skip' (log, count) or 'stop' (raise)
+  stream: int = 0  # another number gives other random draws from the same seed (rs.data.pseudo)
   host: int = dataclasses.field(default_factory=jax.process_index)
   hosts: int = dataclasses.field(default_factory=jax.process_count)
 
@@ -127,8 +128,9 @@ class StreamingPipeline:
 
   def _order_seed(self, epoch) -> tf.Tensor:
     """The seed of epoch `epoch`'s record order (an int, or a tensor in graph)."""
-    # Negative: apart from the per-image seeds (seed, position).
-    return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(-1 - epoch, tf.int64)])
+    # Negative: apart from the per-image seeds (seed, position). Another stream: far apart.
+    return tf.stack([tf.constant(self.seed, tf.int64),
+                     tf.cast(-1 - epoch, tf.int64) - self.stream * (1 << 40)])
 
   def _records(self, split: str, order_seed=None) -> tf.data.Dataset:
     return self.source.records(split, self.host, self.hosts, order_seed, self.shuffle_buffer,
@@ -200,7 +202,7 @@ class StreamingPipeline:
     def preprocess(e, i, example):
       # Position in the global stream: step * batch + this host's row offset + row.
       position = (e * full_batches * self.batch_size + self.host * local +
-                  (i // local) * self.batch_size + i % local)
+                  (i // local) * self.batch_size + i % local + self.stream * (1 << 62))
       image = self._train_image(example['image'], tf.stack([seed, position]))
       return {'image': image, 'label': example['label'], 'index': i}
 
@@ -307,15 +309,19 @@ def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
           'mask': (np.arange(size) < n).astype(np.float32)}
 
 
-def create(config, prepare: bool = False) -> StreamingPipeline:
-  """The streaming pipeline of a config (data.name: a tfds name, or 'folder')."""
+def create(config, prepare: bool = False, source=None, split: str | None = None,
+           batch_size: int | None = None, stream: int = 0) -> StreamingPipeline:
+  """The streaming pipeline of a config (data.name: a tfds name, or 'folder'); or, with
+  `source`, `split` and `batch_size`, another stream with the config's recipe (the
+  pseudo-labeled images, rs.data.pseudo)."""
   d = config.data
+  if source is None:
+    source = records.open_source(d.name, d.data_dir, d.manual_dir, d.train_split, prepare)
   return StreamingPipeline(
-      records.open_source(d.name, d.data_dir, d.manual_dir, d.train_split, prepare),
-      d.train_split, d.eval_split, d.image_size,
-      config.batch_size, config.eval_batch_size, config.seed,
+      source, split or d.train_split, split or d.eval_split, d.image_size,
+      batch_size or config.batch_size, batch_size or config.eval_batch_size, config.seed,
       randaugment_layers=d.randaugment_layers, randaugment_magnitude=d.randaugment_magnitude,
       randaugment_contrast_mean=d.randaugment_contrast_mean, resize_method=d.resize_method,
       eval_crop_padding=d.eval_crop_padding, eval_crop_fraction=d.eval_crop_fraction,
       shuffle_buffer=d.shuffle_buffer, prefetch=d.prefetch_batches, threads=d.threads,
-      cache_decoded=d.cache_decoded, bad_images=d.get('bad_images', 'skip'))
+      cache_decoded=d.cache_decoded, bad_images=d.get('bad_images', 'skip'), stream=stream)
