@@ -120,6 +120,10 @@ CASES = [
                          '--min_threshold=1.5'], 'give a confidence in [0, 1]'),
     ('rs.pseudo_label', ['--teacher={empty_dir}', '--data=fashion_mnist', '--out=/proc/rs/pl'],
      '--out=/proc/rs/pl: cannot write in /proc'),
+    ('rs.tools.noisy_student', [f'--config={TINY}', '--out={tmp}/ns', '--data=fashion_mnist',
+                                '--rounds=-1'], '--rounds=-1: give 0'),
+    ('rs.tools.noisy_student', [f'--config={TINY}', '--out={tmp}/ns', '--data=fashion_mnist',
+                                '--ratio=0.1'], 'ratio x batch_size=32 is 3.2 images per step'),
 ]
 
 

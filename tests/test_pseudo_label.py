@@ -5,6 +5,7 @@ inference function on the in-memory arrays; rs.predict's per-file path on photog
 selection against Noisy Student's rule worked by hand, and a resumed labelling against an
 uninterrupted one, byte for byte.
 """
+import json
 import os
 import re
 import shutil
@@ -445,3 +446,50 @@ def test_each_host_streams_its_own_shards_with_their_copies(photo_teacher, tmp_p
       assert targets.label[row] == targets.classes[row][0]
       seen.append(record['path'])
   assert len(seen) == pseudo_set.selected
+
+
+def test_noisy_student_rounds_end_to_end_and_resume(tmp_path, caplog):
+  """The k-round tool on the tiny config: teacher, two students (the second taught by the
+  first), each round's pseudo-labels made by the round before; run again, nothing retrains."""
+  from conftest import tiny_config
+  from rs.tools import noisy_student
+  out = str(tmp_path / 'rounds')
+  run = lambda: noisy_student.run_rounds(tiny_config(), out, 'fashion_mnist', 'test[:300]', 2,
+                                         min_threshold=0.0, num_shards=2)
+  results = run()
+  assert [r['round'] for r in results] == [0, 1, 2]
+  for r in (1, 2):
+    manifest = json.load(open(f'{out}/pseudo{r}/manifest.json'))
+    assert manifest['teacher']['path'] == f'{out}/round{r - 1}'  # taught by the round before
+    assert manifest['examples'] == 300 == results[r]['selected']  # min_threshold 0: all kept
+    config = json.load(open(f'{out}/round{r}/config.json'))
+    assert config['data']['pseudo'] == config['data']['pseudo'] | {'dir': f'{out}/pseudo{r}',
+                                                                  'ratio': 1.0}
+  assert json.load(open(f'{out}/round0/config.json'))['data']['pseudo']['ratio'] == 0.0
+  assert all(np.isfinite(r['loss']) for r in results)
+  first = json.load(open(f'{out}/rounds.json'))
+  caplog.set_level('INFO')
+  again = run()  # finished runs report their evaluation; finished shards are kept
+  assert "0 of this host's 2 shards to do" in caplog.text
+  assert [r['top1'] for r in again] == [r['top1'] for r in first]
+
+
+def test_calibration_against_the_hidden_labels(labelled, tmp_path):
+  from rs.tools import pseudo_calibration
+  _, out, _ = labelled
+  result = pseudo_calibration.calibration(out, bins=5)
+  truth = sources.load_array_split('fashion_mnist', SPLIT).labels
+  rows = read_records(out)
+  right = np.array([rows[i]['label'] == truth[i] for i in range(300)])
+  assert result['accuracy'] == pytest.approx(right.mean())
+  confidence = np.array([rows[i]['confidence'] for i in range(300)])
+  for b in result['bins']:
+    inside = (confidence >= b['from']) & ((confidence < b['to']) | (b['to'] == 1.0))
+    assert b['count'] == inside.sum()
+    if b['count']:
+      assert b['accuracy'] == pytest.approx(right[inside].mean())
+  copies = np.concatenate([np.load(f'{out}/selection/part-{i:05d}-of-00003.npy')
+                           for i in range(3)])
+  assert result['selected_accuracy'] == pytest.approx((right * copies).sum() / copies.sum())
+  pseudo_calibration.plot(result, str(tmp_path / 'calibration.png'))
+  assert (tmp_path / 'calibration.png').read_bytes()[:4] == b'\x89PNG'
