@@ -29,6 +29,40 @@ from rs.errors import UserError, one_line
 INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
 
 
+def define_distributed_flag() -> None:
+  """--distributed, for the commands that run on every host of a pod (start_jax)."""
+  flags.DEFINE_bool('distributed', None, 'Call jax.distributed.initialize() first (multi-host). '
+                    'Default: yes on Cloud TPU VMs.')
+
+
+def on_cloud_tpu_vm() -> bool:
+  """TPU chips show up as /dev/accel* (v2-v4) or /dev/vfio (v5 and later)."""
+  return os.path.exists('/dev/accel0') or os.path.exists('/dev/vfio')
+
+
+def start_jax(distributed: bool | None = None, cpu_devices: int = 1) -> None:
+  """What a command that computes does first: `cpu_devices` CPU devices (before JAX starts its
+  backends), library logs quieted, TensorFlow imported quietly and kept off any accelerator
+  JAX wants (it only feeds data), jax.distributed initialised where asked (default: on Cloud
+  TPU VMs, whose hosts each run the command), and one line naming the devices."""
+  import logging
+
+  import jax
+
+  from rs import logs, sharding
+  sharding.request_cpu_devices(cpu_devices)
+  logs.quiet_library_logs()
+  tf = logs.import_tensorflow_quietly()
+  tf.config.set_visible_devices([], 'GPU')
+  if distributed is None:
+    distributed = on_cloud_tpu_vm()
+  if distributed and not jax.distributed.is_initialized():
+    # Before any JAX computation. Multi-host pods need it; orbax's preemption notices too.
+    jax.distributed.initialize()
+  logging.info('JAX %s on %s: %d devices, %d hosts.', jax.__version__, jax.default_backend(),
+               jax.device_count(), jax.process_count())
+
+
 def fail(message: str):
   """Ends the command: `error: message` on stderr, exit status 1."""
   sys.exit(f'error: {message}')

@@ -46,7 +46,7 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from rs import checkpoint, cli, export, logs, metrics, rundir, sharding, step as step_lib
+from rs import checkpoint, cli, export, metrics, rundir, sharding, step as step_lib
 from rs import validate
 from rs import weights as weights_lib
 from rs.data import pseudo
@@ -428,16 +428,15 @@ def define_flags():
   flags.DEFINE_float('min_threshold', 0.3, 'Selection: the lowest confidence a class\'s '
                      'threshold may walk down to.')
   flags.DEFINE_integer('seed', 0, 'Selection: the seed of the stochastic rounding of copies.')
+  cli.define_distributed_flag()
   flags.mark_flags_as_required(['teacher', 'data', 'out'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logs.quiet_library_logs(logging.ERROR)
-  tf = logs.import_tensorflow_quietly()
-  tf.config.set_visible_devices([], 'GPU')
   f = flags.FLAGS
+  cli.start_jax(f.distributed)  # each host labels its own shards
   manifest = label(f.teacher, f.data, f.split, f.data_dir, f.out, f.manual_dir, f.num_shards,
                    f.top_k, f.batch_size, f.per_class, f.min_threshold, f.seed)
   if manifest:

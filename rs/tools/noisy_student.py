@@ -71,15 +71,15 @@ def define_flags():
   flags.DEFINE_float('min_threshold', 0.3, "rs.pseudo_label's --min_threshold.")
   flags.DEFINE_integer('top_k', 0, "rs.pseudo_label's --top_k.")
   flags.DEFINE_integer('num_shards', 16, "rs.pseudo_label's --num_shards.")
+  cli.define_distributed_flag()
   flags.mark_flags_as_required(['config', 'out', 'data'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from rs import logs
-  logs.import_tensorflow_quietly()
   f = flags.FLAGS
+  cli.start_jax(f.distributed)
   results = run_rounds(f.config, f.out, f.data, f.split, f.rounds, f.data_dir, f.ratio,
                        f.per_class, f.min_threshold, f.top_k, f.num_shards)
   for r in results:
