@@ -1,15 +1,16 @@
-"""Semi-supervised Fashion-MNIST: 6,000 labeled images (10% of the training split), the other
-54,000 unlabeled, labeled by a teacher for its students (paper section 7.3, Noisy Student's way).
+"""Semi-supervised Fashion-MNIST: 6,000 labeled images (10% of the training split), the next
+48,000 unlabeled, labeled by a teacher for its students (paper section 7.3, Noisy Student's way).
 
 The embedded default's network and recipe (configs/fashion_mnist.py) on train[:6000]; epochs
 count the labeled images. Its evaluation reads a minival, the last 6,000 training images,
-whose labels only choose hyperparameters (they are among the unlabeled images, which no run
-sees with their labels); the test split is read once, by the final runs
-(--config.data.eval_split=test). The teacher is this config as it is (data.pseudo.ratio is 0
-until a pseudo-label directory is given); k rounds of teacher -> pseudo-labels -> student:
+held out of everything a run trains on (labeled or pseudo-labeled: a student trained on the
+minival's images would score them too well); its labels only choose hyperparameters. The test
+split is read once, by the final evaluations (scripts/semi_supervised_study.sh). The teacher is
+this config as it is (data.pseudo.ratio is 0 until a pseudo-label directory is given); k
+rounds of teacher -> pseudo-labels -> student:
 
   python -m rs.tools.noisy_student --config=configs/fashion_mnist_semi.py --out=runs/semi \\
-      --data=fashion_mnist --split='train[6000:]' --rounds=2
+      --data=fashion_mnist --split='train[6000:54000]' --rounds=2
 
 Expected figures: docs/semi_supervised.md.
 """

@@ -1,7 +1,7 @@
 """Noisy Student rounds: a teacher, its pseudo-labels, a student, which teaches the next round.
 
   python -m rs.tools.noisy_student --config=configs/fashion_mnist_semi.py --out=runs/semi \\
-      --data=fashion_mnist --split='train[6000:]' --rounds=2 [--ratio=1] [--per_class=N]
+      --data=fashion_mnist --split='train[6000:54000]' --rounds=2 [--ratio=1] [--per_class=N]
 
 OUT/round0 is the teacher, the config trained on its labeled split alone. Round r >= 1
 labels the unlabeled images with round r-1's EMA weights (rs.pseudo_label into OUT/pseudo_r)
