@@ -404,29 +404,39 @@ def write_manifest(out: str, per_class: int | None = None, min_threshold: float 
   return manifest
 
 
-def define_flags():
-  """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
-  flags.DEFINE_string('teacher', None, 'A weights directory (rs.export, rs.convert) or a run '
-                      "directory (its newest checkpoint's EMA weights).")
+def define_source_flags():
+  """The unlabeled images' flags (this command's, and rs.tools.noisy_student's)."""
   flags.DEFINE_string('data', None, "Unlabeled images: a tfds name, an in-memory dataset "
                       "(fashion_mnist), 'folder' or 'tfrecord'.")
   flags.DEFINE_string('split', None, "The split (tfds and in-memory: e.g. 'train[6000:]'; "
                       'folder: a sub-folder of --data_dir, optional).')
   flags.DEFINE_string('data_dir', None, 'tfds data_dir; the folder of images; the TFRecord '
                       'files (a glob).')
-  flags.DEFINE_string('manual_dir', None, 'Where the dataset\'s original files are (as '
-                      'data.manual_dir).')
-  flags.DEFINE_string('out', None, 'Directory for the pseudo-labels (local or gs://).')
+
+
+def define_labelling_flags():
+  """How the images are labelled and selected (this command's, and rs.tools.noisy_student's)."""
   flags.DEFINE_integer('num_shards', 16, 'Shards the source is cut into (the unit of work '
                        'and of resuming); TFRecord sources: one per file.')
   flags.DEFINE_integer('top_k', 0, 'Probabilities kept per image, the most probable first, '
                        'with the rest\'s mass; 0: every class.')
-  flags.DEFINE_integer('batch_size', None, 'Images per forward on this host\'s devices; '
-                       'default 32 per device.')
   flags.DEFINE_integer('per_class', None, 'Selection: images per class after balancing '
                        '(Noisy Student: 130,000); unset: no balancing.')
   flags.DEFINE_float('min_threshold', 0.3, 'Selection: the lowest confidence a class\'s '
                      'threshold may walk down to.')
+
+
+def define_flags():
+  """Command-line flags, defined only when run as a program (library imports stay flag-free)."""
+  flags.DEFINE_string('teacher', None, 'A weights directory (rs.export, rs.convert) or a run '
+                      "directory (its newest checkpoint's EMA weights).")
+  define_source_flags()
+  flags.DEFINE_string('manual_dir', None, 'Where the dataset\'s original files are (as '
+                      'data.manual_dir).')
+  flags.DEFINE_string('out', None, 'Directory for the pseudo-labels (local or gs://).')
+  define_labelling_flags()
+  flags.DEFINE_integer('batch_size', None, 'Images per forward on this host\'s devices; '
+                       'default 32 per device.')
   flags.DEFINE_integer('seed', 0, 'Selection: the seed of the stochastic rounding of copies.')
   cli.define_distributed_flag()
   flags.mark_flags_as_required(['teacher', 'data', 'out'])

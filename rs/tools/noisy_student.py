@@ -17,7 +17,7 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-from rs import cli, rundir
+from rs import cli, pseudo_label, rundir
 from rs.errors import UserError
 
 
@@ -25,7 +25,7 @@ def run_rounds(config, out: str, data: str, split: str | None, rounds: int,
                data_dir: str | None = None, ratio: float = 1.0, per_class: int | None = None,
                min_threshold: float = 0.3, top_k: int = 0, num_shards: int = 16) -> list[dict]:
   """Trains round 0 and `rounds` student rounds (module docstring); their results."""
-  from rs import pseudo_label, sharding, train, validate
+  from rs import sharding, train, validate
   if rounds < 0:
     raise UserError(f'--rounds={rounds}: give 0 (the teacher alone) or more')
   base = rundir.path(out)
@@ -62,15 +62,10 @@ def define_flags():
   config_flags.DEFINE_config_file('config', None, 'The training config of the teacher and the '
                                   'students (its labeled split).', lock_config=True)
   flags.DEFINE_string('out', None, 'Parent directory of the rounds (local or gs://).')
-  flags.DEFINE_string('data', None, "The unlabeled images (rs.pseudo_label's --data).")
-  flags.DEFINE_string('split', None, "Their split (rs.pseudo_label's --split).")
-  flags.DEFINE_string('data_dir', None, "rs.pseudo_label's --data_dir.")
+  pseudo_label.define_source_flags()
+  pseudo_label.define_labelling_flags()
   flags.DEFINE_integer('rounds', 1, 'Student rounds after the teacher.')
   flags.DEFINE_float('ratio', 1.0, 'Pseudo-labeled images per labeled image in each step.')
-  flags.DEFINE_integer('per_class', None, "rs.pseudo_label's --per_class.")
-  flags.DEFINE_float('min_threshold', 0.3, "rs.pseudo_label's --min_threshold.")
-  flags.DEFINE_integer('top_k', 0, "rs.pseudo_label's --top_k.")
-  flags.DEFINE_integer('num_shards', 16, "rs.pseudo_label's --num_shards.")
   cli.define_distributed_flag()
   flags.mark_flags_as_required(['config', 'out', 'data'])
 
