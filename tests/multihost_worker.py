@@ -5,6 +5,7 @@
 Each process has 2 CPU devices; they talk through jax.distributed (gloo collectives), exactly
 as TPU VM hosts do. Prints one `RESULT {json}` line per run.
 """
+import faulthandler
 import json
 import os
 import sys
@@ -12,6 +13,11 @@ import sys
 os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax  # noqa: E402
+
+# A host that hangs (seen once in a loaded full test run, after the step-3 checkpoint; not
+# reproduced alone) prints every thread's stack and exits, so the test fails showing where,
+# instead of waiting out its timeout. A run takes ~100-140 s.
+faulthandler.dump_traceback_later(480, exit=True)
 
 process_id, num_processes, port, workdir = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
                                             sys.argv[4])
