@@ -25,8 +25,9 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, num_devices
   """The config's network: the registered model with the config's overrides.
 
   `model.bn_group_size` None means the per-device batch (the step's rows / num_devices: the
-  labeled and any pseudo-labeled ones), the BN batch of the official per-core TPU training. With `optimizer.freeze_bn_statistics`, the BN
-  layers whose parameters `optimizer.param_groups` freezes keep their statistics too.
+  labeled and any pseudo-labeled ones), the BN batch of the official per-core TPU training.
+  With `optimizer.freeze_bn_statistics`, the BN layers whose parameters
+  `optimizer.param_groups` freezes keep their statistics too.
   """
   if config.dtype not in DTYPES:
     raise ValueError(f'dtype={config.dtype!r}: use one of {sorted(DTYPES)}')

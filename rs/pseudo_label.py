@@ -270,7 +270,7 @@ def label(teacher_path: str, data: str, split: str | None, data_dir: str | None,
       'version': VERSION,
       'teacher': {'path': str(teacher_path), 'fingerprint': teacher.fingerprint,
                   'model': description.model, 'num_classes': description.num_classes,
-                  'class_names': description.names(), 'input': description.input.to_json()},
+                  'class_names': description.class_names, 'input': description.input.to_json()},
       'data': {'name': data, 'split': split, 'data_dir': data_dir,
                'fingerprint': source.fingerprint, 'description': source.description},
       'num_shards': len(source.ranges), 'top_k': top_k}

@@ -47,14 +47,16 @@ class PseudoLabelsError(UserError, ValueError):
 
 @dataclasses.dataclass
 class PseudoSet:
-  """An rs.pseudo_label output directory, complete (its manifest written)."""
+  """An rs.pseudo_label output directory, complete (its manifest written); errors name it as
+  `field` (the config's, or a tool's flag)."""
   directory: str
+  field: str = 'data.pseudo.dir'
 
   def __post_init__(self):
     path = epath.Path(self.directory) / 'manifest.json'
     if not path.exists():
       raise PseudoLabelsError(
-          f'data.pseudo.dir={self.directory!r} holds no manifest.json: give a directory '
+          f'{self.field}={self.directory!r} holds no manifest.json: give a directory '
           'rs.pseudo_label finished (run it again to finish an interrupted one)')
     self.manifest = json.loads(path.read_text())
     self.num_classes = self.manifest['teacher']['num_classes']
@@ -65,14 +67,12 @@ class PseudoSet:
   def check(self, num_classes: int, class_names, fingerprint: str | None) -> None:
     """The teacher labeled the student's classes (count, and names where both are known), and
     the unlabeled data is the one the config pins (data.pseudo.fingerprint), if it does."""
-    where = f'data.pseudo.dir={self.directory!r}'
+    where = f'{self.field}={self.directory!r}'
     if self.num_classes != num_classes:
       raise PseudoLabelsError(f'{where}: its teacher has {self.num_classes} classes, the '
                               f'dataset {num_classes}: pseudo-label with a teacher of this '
                               'dataset\'s classes')
-    named = [n for n in (class_names or []) if n]
-    if named and self.class_names and list(class_names) != list(self.class_names) and not all(
-        n.startswith('class ') for n in self.class_names):
+    if class_names and self.class_names and list(class_names) != list(self.class_names):
       differ = next(i for i, (a, b) in enumerate(zip(class_names, self.class_names)) if a != b)
       raise PseudoLabelsError(f'{where}: its teacher\'s class {differ} is '
                               f'{self.class_names[differ]!r}, the dataset\'s '
@@ -86,24 +86,13 @@ class PseudoSet:
       raise PseudoLabelsError(f'{where}: its selection keeps no image (lower --min_threshold '
                               'in rs.pseudo_label)')
 
-  def records(self):
-    """tf.data.Dataset of every labelled example, shard after shard, in record order."""
+  def encoded_images(self):
+    """tf.data.Dataset of every labelled example's image file bytes, in record order."""
     import tensorflow as tf
     files = [str(epath.Path(self.directory) / s['file']) for s in self.manifest['shards']]
-    spec = {'id': tf.io.FixedLenFeature([], tf.int64),
-            'image/encoded': tf.io.FixedLenFeature([], tf.string),
-            'label': tf.io.FixedLenFeature([], tf.int64),
-            'classes': tf.io.VarLenFeature(tf.int64),
-            'probabilities': tf.io.VarLenFeature(tf.float32),
-            'rest': tf.io.FixedLenFeature([], tf.float32)}
-
-    def parse(serialized):
-      e = tf.io.parse_single_example(serialized, spec)
-      return {'encoded': e['image/encoded'], 'label': tf.cast(e['label'], tf.int32),
-              'classes': tf.cast(tf.sparse.to_dense(e['classes']), tf.int32),
-              'probabilities': tf.sparse.to_dense(e['probabilities']), 'rest': e['rest']}
-
-    return tf.data.TFRecordDataset(files).map(parse)
+    spec = {'image/encoded': tf.io.FixedLenFeature([], tf.string)}
+    return tf.data.TFRecordDataset(files).map(
+        lambda serialized: tf.io.parse_single_example(serialized, spec)['image/encoded'])
 
   def copies_per_shard(self) -> list[np.ndarray]:
     """The selection's copies of each shard's examples, in record order."""
@@ -117,6 +106,12 @@ class PseudoSet:
 
   def arrays(self, shard: int) -> dict[str, np.ndarray]:
     return read_arrays(self.directory, shard, self.num_shards)
+
+  def targets(self, shards) -> 'Targets':
+    """The teacher's targets of every example of `shards`, in record order."""
+    arrays = [self.arrays(i) for i in shards]
+    join = lambda key: np.concatenate([a[key] for a in arrays])
+    return Targets(join('labels'), join('classes'), join('probabilities'), join('rest'))
 
 
 @dataclasses.dataclass
@@ -159,9 +154,7 @@ class PseudoRecords:
 
   def targets(self, host: int, hosts: int) -> 'Targets':
     """The teacher's targets of host `host`'s records, by row ('label' of `records`)."""
-    arrays = [self.pseudo.arrays(i) for i in self._shards(host, hosts)]
-    join = lambda key: np.concatenate([a[key] for a in arrays])
-    return Targets(join('labels'), join('classes'), join('probabilities'), join('rest'))
+    return self.pseudo.targets(self._shards(host, hosts))
 
   def records(self, split: str, host: int = 0, hosts: int = 1, order_seed=None,
               shuffle_buffer: int = 16 * 1024, check=None):
@@ -211,21 +204,15 @@ def load_arrays(pseudo: PseudoSet, image_size: int, channels: int
   by its copies: the in-memory pipeline's pseudo-labeled set, resized as the labeled set is."""
   import tensorflow as tf
   copies = pseudo.copies()
-  images, labels, classes, probabilities, rest = [], [], [], [], []
-  for i, example in enumerate(pseudo.records().as_numpy_iterator()):
-    if not copies[i]:
-      continue
-    image = tf.io.decode_image(example['encoded'], channels=channels,
-                               expand_animations=False).numpy()
-    images.append(preprocess.resize(image[None], image_size)[0])
-    labels.append(example['label'])
-    classes.append(example['classes'])
-    probabilities.append(example['probabilities'])
-    rest.append(example['rest'])
+  images = [preprocess.resize(tf.io.decode_image(encoded, channels=channels,
+                                                 expand_animations=False).numpy()[None],
+                              image_size)[0]
+            for encoded, n in zip(pseudo.encoded_images().as_numpy_iterator(), copies) if n]
+  rows = np.repeat(np.arange(len(copies)), copies.astype(np.int64))  # each row, copies times
+  targets = pseudo.targets(range(pseudo.num_shards))
+  targets = Targets(targets.label[rows], targets.classes[rows], targets.probabilities[rows],
+                    targets.rest[rows])
   kept = np.repeat(np.arange(len(images)), copies[copies > 0].astype(np.int64))
-  targets = Targets(np.asarray(labels, np.int32)[kept], np.stack(classes)[kept],
-                    np.stack(probabilities).astype(np.float32)[kept],
-                    np.asarray(rest, np.float32)[kept])
   return np.stack(images)[kept], targets
 
 

@@ -21,7 +21,7 @@ from rs.errors import UserError
 def calibration(directory: str, bins: int = 10) -> dict:
   """Accuracy of the pseudo-labels in `directory` against the split's hidden labels."""
   from rs.data import pseudo, sources
-  pseudo_set = pseudo.PseudoSet(directory)
+  pseudo_set = pseudo.PseudoSet(directory, field='--pseudo')
   data = pseudo_set.manifest['data']
   if data['name'] not in sources.ARRAY_DATASETS:
     raise UserError(f'--pseudo={directory} labels {data["description"]}: the hidden labels are '
