@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
+# The test starts it with 2 CPU devices and the tests' fast-compiling flags (conftest.process_env).
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import jax  # noqa: E402
 
@@ -26,12 +26,10 @@ jax.distributed.initialize(f'localhost:{port}', num_processes=num_processes,
                            process_id=process_id)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from conftest import tiny_config  # noqa: E402
+from configs import tiny  # noqa: E402  (not conftest: it imports torchvision, ~4 s)
 from rs import train  # noqa: E402
 
-os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'  # conftest asks for 8
-
-result = train.train_and_evaluate(tiny_config(), os.path.join(workdir, 'fashion'))
+result = train.train_and_evaluate(tiny.get_config(), os.path.join(workdir, 'fashion'))
 print('RESULT', json.dumps({'run': 'fashion', 'process': jax.process_index(),
                             'devices': jax.device_count(), **result}), flush=True)
 if len(sys.argv) > 5:

@@ -174,7 +174,7 @@ def test_model_json_describes_the_network_and_its_input(run, exported):
                            'std': list(config.data.std), 'method': 'resize',
                            'crop_padding': 32, 'crop_fraction': None, 'native_size': 28}
   assert meta['class_names'] == FASHION_NAMES
-  assert meta['dataset'] == {'name': 'fashion_mnist', 'train_split': 'train',
+  assert meta['dataset'] == {'name': 'fashion_mnist', 'train_split': config.data.train_split,
                              'eval_split': 'test[:500]', 'data_dir': None}
   assert json.loads((out / 'ema' / 'config.json').read_text()) == json.loads(
       open(os.path.join(workdir, 'config.json')).read())

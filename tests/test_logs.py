@@ -60,8 +60,8 @@ def test_a_run_logs_each_line_once_ends_with_a_summary_and_hides_library_noise(t
     assert noise not in log, noise
   lines = log.splitlines()
   count = lambda text: sum(text in line for line in lines)
-  assert count('1875 steps per epoch, 6 steps in all') == 1
-  assert count('[train 6/6] epoch 0.0032/0.0032: loss ') == 1
+  assert count('100 steps per epoch, 6 steps in all') == 1
+  assert count('[train 6/6] epoch 0.06/0.06: loss ') == 1
   assert count('[eval 6] top-1 ') == 1 and count('[eval ') == 1
   assert '(EMA ' in next(line for line in lines if '[eval 6]' in line)
   assert 'ETA' in next(line for line in lines if '[train 2/6]' in line)  # from the 2nd interval

@@ -73,7 +73,7 @@ def test_mini_sweep_trains_benchmarks_and_plots(tiny, tmp_path, monkeypatch):
   (train step only, one timed step: this checks the plumbing, not the speed), run again (it is
   skipped), then rs.tools.pareto through its command line (the frontier itself: test_frontier_*)."""
   out = str(tmp_path / 'sweep')
-  epochs = 6 * 32 / 60_000  # 6 steps of 32 images
+  epochs = 6 * 32 / 3_200  # 6 steps of 32 images
   points = sweep.expand(tiny(), (0.125,), (26,), (24,), (epochs,), regularize=False)
   one_device = sharding.create_mesh(jax.devices()[:1])  # compiles faster than 8 fake devices
   sweep.run(points, out, benchmark=True, num_classes=10, mesh=one_device, steps=1, rounds=1,

@@ -38,7 +38,7 @@ def test_run_evaluates_whole_split_and_logs(eight_device_run):
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
   # eval.json (for rs.tools.pareto): the one evaluation, at step 6, equal to the returned result.
   (saved,) = rundir.read_evals(workdir)
-  assert saved['step'] == 6 and saved['epoch'] == pytest.approx(6 * 32 / 60_000)
+  assert saved['step'] == 6 and saved['epoch'] == pytest.approx(6 * 32 / 3_200)
   assert {k: saved[k] for k in result} == pytest.approx(result)
 
 

@@ -192,7 +192,8 @@ def test_one_device_takes_any_batch_and_bn_group_dividing_it():
 
 def folder_config(root, **splits):
   config = tiny()
-  config.data.update(name='folder', data_dir=root, augment='inception_crop', **splits)
+  config.data.update(name='folder', data_dir=root, augment='inception_crop',
+                     **{'train_split': 'train', **splits})
   return config
 
 
@@ -252,8 +253,8 @@ def test_tfds_split_must_exist(tmp_path):
 
 
 def test_warmup_in_epochs_longer_than_training_in_steps(tmp_path):
-  config = tiny(warmup_steps=None, warmup_epochs=1.0)  # 1875 steps of 32 > 6
-  fails(config, str(tmp_path / 'run'), 'warmup_epochs=1.0: 1875 warmup steps, longer than the '
+  config = tiny(warmup_steps=None, warmup_epochs=1.0)  # 100 steps of 32 > 6
+  fails(config, str(tmp_path / 'run'), 'warmup_epochs=1.0: 100 warmup steps, longer than the '
         '6 training steps', '--config.warmup_epochs')
 
 
