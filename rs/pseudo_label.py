@@ -248,7 +248,7 @@ def label(teacher_path: str, data: str, split: str | None, data_dir: str | None,
           batch_size: int | None = None, per_class: int | None = None,
           min_threshold: float = 0.3, seed: int = 0) -> dict:
   """Labels every shard of this host that is not complete yet, then (process 0) writes the
-  selection and DIR/manifest.json; returns the manifest."""
+  selection and DIR/manifest.json; returns the manifest, on every host."""
   if top_k < 0 or num_shards < 1:
     raise PseudoLabelError(f'--top_k={top_k}, --num_shards={num_shards}: give --top_k >= 0 '
                            '(0: every class) and --num_shards >= 1')
@@ -296,13 +296,18 @@ def label(teacher_path: str, data: str, split: str | None, data_dir: str | None,
     for index in todo:
       stats = labeller.label_shard(source, index, shards_dir, progress)
       progress.shard_done(index, stats)
+  sync_hosts('rs.pseudo_label: every shard written')
+  if jax.process_index() == 0:
+    write_manifest(out, per_class, min_threshold, seed)
+  # Every host returns once the manifest exists: a student started right after reads it.
+  sync_hosts('rs.pseudo_label: the manifest written')
+  return pseudo.PseudoSet(out).manifest
+
+
+def sync_hosts(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices('rs.pseudo_label: every shard written')
-  manifest = None
-  if jax.process_index() == 0:
-    manifest = write_manifest(out, per_class, min_threshold, seed)
-  return manifest
+    multihost_utils.sync_global_devices(name)
 
 
 class _Progress:

@@ -46,11 +46,19 @@ def weight_sets(state, config) -> dict[str, dict]:
 def evaluate(eval_fn, weights: dict[str, dict], pipeline, mesh) -> dict[str, float]:
   """top-1/top-5/loss of each set of `weights` (prefix -> variables) over the whole eval
   split, exactly: each batch is sent to the devices once and scored by every set."""
+  # XLA:CPU runs programs that do not depend on each other (these: every batch, every set)
+  # concurrently. Across processes their all-reduces (gloo) can then meet in different orders
+  # on different hosts, and every host waits forever: seen in tests/test_multihost.py, in about
+  # half its runs. So a multi-host CPU run evaluates one program at a time. (TPU and GPU
+  # devices run their programs in the order they were started.)
+  one_at_a_time = jax.process_count() > 1 and jax.default_backend() == 'cpu'
   totals = {}
   for batch in pipeline.eval_iter():
     batch = sharding.to_global(batch, mesh)
     for prefix, variables in weights.items():
       sums = eval_fn(variables, batch)
+      if one_at_a_time:
+        jax.block_until_ready(sums)
       totals[prefix] = jax.tree.map(jnp.add, totals[prefix], sums) if prefix in totals else sums
   result = {}
   with host_sync():

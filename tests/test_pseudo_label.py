@@ -170,22 +170,31 @@ def test_another_teacher_or_data_is_refused_in_one_line(labelled, tmp_path):
   assert not os.path.exists(f'{tmp_path}/pl')
 
 
+def save_random_teacher(directory: str, config, num_classes: int, channels: int,
+                        class_names=None) -> str:
+  """A weights directory of `config`'s network with random weights of realistic statistics
+  (test_predict.random_variables): a teacher without training one."""
+  from test_predict import random_variables
+  description = weights.describe(config, num_classes, channels, class_names)
+  model = description.build()
+  size = config.data.image_size
+  x = np.random.default_rng(0).normal(size=(4, size, size, channels)).astype(np.float32)
+  weights.save(directory, random_variables(model, x), description)
+  return directory
+
+
 @pytest.fixture(scope='module')
 def photo_teacher(tmp_path_factory):
   """An RGB network with the official center-crop evaluation (random weights, realistic
   statistics), saved as a weights directory, and a folder of photographs with one bad file."""
   pytest.importorskip('skimage.data')
-  from test_predict import random_variables
   from test_sources_e2e import rs_config
   from rs.tools import photo_dataset
   root = tmp_path_factory.mktemp('photo_teacher')
   config = rs_config(name='folder', data_dir=str(root))
   config.dtype = 'float32'
   # Named as the class folders number them (sorted), like a teacher trained on them.
-  description = weights.describe(config, 3, 3, sorted(photo_dataset.PHOTOS[:3]))
-  model = description.build()
-  x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
-  weights.save(str(root / 'teacher'), random_variables(model, x), description)
+  save_random_teacher(str(root / 'teacher'), config, 3, 3, sorted(photo_dataset.PHOTOS[:3]))
   photo_dataset.write_folder(str(root / 'photos'), 'train',
                              photo_dataset.examples(3, 2, size=(100, 75)))
   photo_dataset.write_folder(str(root / 'labeled'), 'train',
