@@ -159,15 +159,28 @@ class Checkpointer:
 
     `abstract_state` is a pytree of jax.ShapeDtypeStruct with shardings, so a checkpoint
     written on one topology restores onto another. Without it, the saved tree comes back as
-    nested dicts of arrays (e.g. to inspect a checkpoint in a notebook). Raises
-    CheckpointError if the restored arrays do not match the saved fingerprint.
+    nested dicts of arrays on this process's first device, whatever devices and hosts wrote
+    it (e.g. to inspect a pod's checkpoint in a notebook). Raises CheckpointError if the
+    restored arrays do not match the saved fingerprint.
     """
     step = self.latest_step() if step is None else step
-    args = {'state': ocp.args.StandardRestore(abstract_state)}
     has_fingerprint = (self.directory / str(step) / 'fingerprint').exists()
-    if has_fingerprint:
-      args['fingerprint'] = ocp.args.JsonRestore()
-    restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+
+    def restore_as(target):
+      args = {'state': ocp.args.StandardRestore(target)}
+      if has_fingerprint:
+        args['fingerprint'] = ocp.args.JsonRestore()
+      return self._manager.restore(step, args=ocp.args.Composite(**args))
+
+    try:
+      restored = restore_as(abstract_state)
+    except ValueError as e:
+      if abstract_state is not None or 'devices' not in str(e):
+        raise
+      # Written on other devices (another host count): orbax wants a target; one device here.
+      restored = restore_as(abstract_like(
+          tree_metadata(str(self.directory / str(step) / 'state')),
+          jax.sharding.SingleDeviceSharding(jax.local_devices()[0])))
     if has_fingerprint:
       saved, found = restored['fingerprint'], fingerprint(restored['state'])
       bad = sorted(k for k in saved.keys() | found.keys() if saved.get(k) != found.get(k))

@@ -30,9 +30,22 @@ INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
 
 
 def define_distributed_flag() -> None:
-  """--distributed, for the commands that run on every host of a pod (start_jax)."""
+  """--distributed and its timeouts, for the commands that run on every host of a pod
+  (start_jax, rs.distributed)."""
   flags.DEFINE_bool('distributed', None, 'Call jax.distributed.initialize() first (multi-host). '
-                    'Default: yes on Cloud TPU VMs.')
+                    'Default: yes on Cloud TPU VMs and where JAX_COORDINATOR_ADDRESS, '
+                    'JAX_NUM_PROCESSES and JAX_PROCESS_ID name the hosts (launch/).')
+  flags.DEFINE_float('init_timeout', 300, 'Multi-host: seconds for every host to join, '
+                     'then stop with one line.')
+  flags.DEFINE_float('peer_timeout', 100, 'Multi-host: seconds after which a host that '
+                     'stopped answering counts as lost, and the others stop with one line.')
+
+
+def distributed_flags() -> dict:
+  """start_jax's keyword arguments from the flags define_distributed_flag defines."""
+  f = flags.FLAGS
+  return dict(distributed=f.distributed, init_timeout=f.init_timeout,
+              peer_timeout=f.peer_timeout)
 
 
 def on_cloud_tpu_vm() -> bool:
@@ -40,25 +53,28 @@ def on_cloud_tpu_vm() -> bool:
   return os.path.exists('/dev/accel0') or os.path.exists('/dev/vfio')
 
 
-def start_jax(distributed: bool | None = None, cpu_devices: int = 1) -> None:
+def start_jax(distributed: bool | None = None, cpu_devices: int = 1, init_timeout: float = 300,
+              peer_timeout: float = 100) -> None:
   """What a command that computes does first: `cpu_devices` CPU devices (before JAX starts its
   backends), library logs quieted, TensorFlow imported quietly and kept off any accelerator
   JAX wants (it only feeds data), jax.distributed initialised where asked (default: on Cloud
-  TPU VMs, whose hosts each run the command), and one line naming the devices."""
+  TPU VMs, whose hosts each run the command, and where the environment names the hosts;
+  rs.distributed), and one line naming the devices."""
   import logging
 
   import jax
 
+  from rs import distributed as distributed_lib
   from rs import logs, sharding
   sharding.request_cpu_devices(cpu_devices)
   logs.quiet_library_logs()
   tf = logs.import_tensorflow_quietly()
   tf.config.set_visible_devices([], 'GPU')
   if distributed is None:
-    distributed = on_cloud_tpu_vm()
+    distributed = on_cloud_tpu_vm() or distributed_lib.Cluster.from_environment().explicit
   if distributed and not jax.distributed.is_initialized():
     # Before any JAX computation. Multi-host pods need it; orbax's preemption notices too.
-    jax.distributed.initialize()
+    distributed_lib.initialize(init_timeout, peer_timeout)
   logging.info('JAX %s on %s: %d devices, %d hosts.', jax.__version__, jax.default_backend(),
                jax.device_count(), jax.process_count())
 
@@ -78,12 +94,22 @@ def _reporting(main):
     try:
       return main(argv)
     except (UserError, app.UsageError) as e:
+      _exit_if_peer_lost(e)  # e.g. a failed save, its cause a lost host
       fail(one_line(e, limit=None))
+    except Exception as e:  # a bug keeps its traceback, unless a host of the run was lost
+      _exit_if_peer_lost(e)
+      raise
     except KeyboardInterrupt:
       print('Stopped by Ctrl-C (nothing half-written is kept; run the same command again to '
             'go on).', file=sys.stderr)
       sys.exit(INTERRUPTED)
   return reported
+
+
+def _exit_if_peer_lost(error: Exception) -> None:
+  if 'jax' in sys.modules:  # only a command that started JAX can have lost a host
+    from rs import distributed
+    distributed.exit_if_peer_lost(error)
 
 
 _OVERRIDE = re.compile(r'^--?(\w+)\.([\w.]+)(?:=(.*))?$')

@@ -28,7 +28,7 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  cli.start_jax(flags.FLAGS.distributed, flags.FLAGS.cpu_devices)
+  cli.start_jax(cpu_devices=flags.FLAGS.cpu_devices, **cli.distributed_flags())
   from rs import train
   # What the user must fix - a config, data or workdir (found before anything is written), a
   # diverged run, unreadable checkpoints - is a UserError, which rs.cli prints in one line.

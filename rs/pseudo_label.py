@@ -451,7 +451,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
-  cli.start_jax(f.distributed)  # each host labels its own shards
+  cli.start_jax(**cli.distributed_flags())  # each host labels its own shards
   manifest = label(f.teacher, f.data, f.split, f.data_dir, f.out, f.manual_dir, f.num_shards,
                    f.top_k, f.batch_size, f.per_class, f.min_threshold, f.seed)
   if manifest:

@@ -61,7 +61,10 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(six_steps, tmp_pat
 
   with caplog.at_level(logging.INFO):
     train.train_and_evaluate(tiny_config(), workdir)  # the same run: it must end as before
-  errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+  # rs's own errors: orbax's reader threads may log theirs too, as many as happened to fail
+  # (a truncated file: 1 to 15 seen).
+  errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
+            and r.pathname.startswith(os.path.join(ROOT, 'rs'))]
   assert len(errors) == 1 and 'step 6' in errors[0] and '\n' not in errors[0]
   assert any('Resumed from the checkpoint at step 3' in r.getMessage() for r in caplog.records)
   # The damaged checkpoint is kept aside, not deleted; steps 4-6 were recomputed exactly.

@@ -74,7 +74,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
-  cli.start_jax(f.distributed)
+  cli.start_jax(**cli.distributed_flags())
   results = run_rounds(f.config, f.out, f.data, f.split, f.rounds, f.data_dir, f.ratio,
                        f.per_class, f.min_threshold, f.top_k, f.num_shards)
   for r in results:
