@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from rs import logs, rundir
+from rs import distributed, logs, rundir
 from rs.errors import UserError, one_line
 from rs.state import path_name
 
@@ -231,9 +231,7 @@ class Checkpointer:
       earlier = len(list(self.directory.glob(f'{step}.corrupt*')))  # the step damaged before
       target = self.directory / (f'{step}.corrupt' + (f'.{earlier}' if earlier else ''))
       source.rename(target)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      multihost_utils.sync_global_devices(f'rs_move_aside_{step}')
+    distributed.sync_hosts(f'rs_move_aside_{step}')
 
   def reached_preemption(self, step: int) -> bool:
     return self._manager.reached_preemption(step)

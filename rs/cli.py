@@ -44,6 +44,9 @@ def define_distributed_flag() -> None:
 def distributed_flags() -> dict:
   """start_jax's keyword arguments from the flags define_distributed_flag defines."""
   f = flags.FLAGS
+  if f.init_timeout <= 0 or f.peer_timeout <= 0:
+    raise UserError(f'--init_timeout={f.init_timeout:g}, --peer_timeout={f.peer_timeout:g}: '
+                    'give seconds above 0')
   return dict(distributed=f.distributed, init_timeout=f.init_timeout,
               peer_timeout=f.peer_timeout)
 

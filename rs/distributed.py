@@ -2,8 +2,7 @@
 
 Where the hosts come from:
 - Cloud TPU VMs, Slurm, Open MPI: JAX finds them itself (`--distributed`, default on TPU VMs).
-- Anywhere else (launch/local.py, launch/multinode.sh, launch/tpu.py's workers): the
-  environment names them, and rs passes them on (JAX itself reads only the first):
+- Anywhere else (launch/local.py, or hosts started by hand): the environment names them, and rs passes them on (JAX itself reads only the first):
     JAX_COORDINATOR_ADDRESS=host:port   process 0's address
     JAX_NUM_PROCESSES=N                 how many processes in all
     JAX_PROCESS_ID=i                    this one, 0 .. N-1
@@ -93,9 +92,6 @@ def initialize(init_timeout: float = 300, peer_timeout: float = 100) -> None:
   import jax
   cluster = Cluster.from_environment()
   check_proxies(cluster.address)
-  if init_timeout <= 0 or peer_timeout <= 0:
-    raise ClusterError(f'--init_timeout={init_timeout}, --peer_timeout={peer_timeout}: give '
-                       'seconds above 0')
   joined = threading.Event()
 
   def give_up():
@@ -132,6 +128,14 @@ def exit_if_peer_lost(error: BaseException) -> None:
   _exit_with(f'another host of this run was lost ({one_line(error, limit=160)}), so host '
              f'{jax.process_index()} stopped too: start the same command on every host again '
              'to resume from the last complete checkpoint')
+
+
+def sync_hosts(name: str) -> None:
+  """Every host waits here until all have reached `name` (nothing to do on one host)."""
+  import jax
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def _exit_with(message: str) -> None:

@@ -46,7 +46,8 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from rs import checkpoint, cli, export, metrics, rundir, sharding, step as step_lib
+from rs import checkpoint, cli, distributed, export, metrics, rundir, sharding
+from rs import step as step_lib
 from rs import validate
 from rs import weights as weights_lib
 from rs.data import pseudo
@@ -296,18 +297,12 @@ def label(teacher_path: str, data: str, split: str | None, data_dir: str | None,
     for index in todo:
       stats = labeller.label_shard(source, index, shards_dir, progress)
       progress.shard_done(index, stats)
-  sync_hosts('rs.pseudo_label: every shard written')
+  distributed.sync_hosts('rs.pseudo_label: every shard written')
   if jax.process_index() == 0:
     write_manifest(out, per_class, min_threshold, seed)
   # Every host returns once the manifest exists: a student started right after reads it.
-  sync_hosts('rs.pseudo_label: the manifest written')
+  distributed.sync_hosts('rs.pseudo_label: the manifest written')
   return pseudo.PseudoSet(out).manifest
-
-
-def sync_hosts(name: str) -> None:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
 
 
 class _Progress:
