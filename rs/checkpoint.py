@@ -1,5 +1,6 @@
 """The one place that talks to orbax: periodic async saves, keep-last-N, exact restore."""
 import logging
+import re
 
 import jax
 import jax.numpy as jnp
@@ -175,7 +176,7 @@ class Checkpointer:
     try:
       restored = restore_as(abstract_state)
     except ValueError as e:
-      if abstract_state is not None or 'devices' not in str(e):
+      if abstract_state is not None or not re.search(r'devices|topology', str(e), re.I):
         raise
       # Written on other devices (another host count): orbax wants a target; one device here.
       restored = restore_as(abstract_like(
