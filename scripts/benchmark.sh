@@ -19,8 +19,8 @@ echo "# $(date -u +%F) on $host" | tee -a "$out/README.txt"
 if [ "$what" = all ] || [ "$what" = train ]; then
   for dtype in float32 bfloat16; do
     # One rs contender on one CPU device and one on a device per core, side by side.
-    $PY -m rs.tools.benchmark --model=resnetrs50 --image_size=160 --batch_size=32 --dtype=$dtype \
-        --devices=1,$(nproc) --compare=timm --json | tee "$out/rs50_i160_b32_$dtype.jsonl"
+    $PY -m rs.tools.benchmark --model=resnetrs50 --image_size=160 --batch_size=32 --dtype="$dtype" \
+        --devices="1,$(nproc)" --compare=timm --json | tee "$out/rs50_i160_b32_$dtype.jsonl"
   done
 fi
 
@@ -32,9 +32,9 @@ if [ "$what" = all ] || [ "$what" = precision ]; then
   rm -rf "$runs"
   for setting in "float32 1 0" "float32 1 1" "bfloat16 1 0" "float32 $(nproc) 0" \
                  "bfloat16 $(nproc) 0"; do
-    set -- $setting
-    $PY -m rs.main --config=configs/fashion_mnist.py --workdir="$runs/$1_x$2_seed$3" \
-        --cpu_devices=$2 --config.dtype=$1 --config.seed=$3 --config.train_epochs=2 \
+    read -r dtype devices seed <<<"$setting"
+    $PY -m rs.main --config=configs/fashion_mnist.py --workdir="$runs/${dtype}_x${devices}_seed$seed" \
+        --cpu_devices="$devices" --config.dtype="$dtype" --config.seed="$seed" --config.train_epochs=2 \
         --config.eval_every_epochs=2 --config.log_every_steps=10 \
         --config.checkpoint_every_steps=100000
   done

@@ -42,11 +42,11 @@ sweep() {
       --config.eval_every_epochs=2 --config.checkpoint_every_steps=100000 "$@"
 }
 sweep --out="$OUT" --widths=0.125,0.25,0.5 --depths=26,50,101 --resolutions=24,32 \
-    --epochs=1,4 $BENCH
+    --epochs=1,4 ${BENCH:+"$BENCH"}
 # A longer regime for the widths at the shallowest and deepest depth, at 24px only.
-sweep --out="$OUT" --widths=0.125,0.25,0.5 --depths=26,101 --resolutions=24 --epochs=16 $BENCH
+sweep --out="$OUT" --widths=0.125,0.25,0.5 --depths=26,101 --resolutions=24 --epochs=16 ${BENCH:+"$BENCH"}
 for seed in $SEEDED; do
   sweep --out="${OUT}_seed$seed" --widths=0.125 --depths=26,50,101 --resolutions=24 \
-      --epochs=4 --config.seed=$seed
+      --epochs=4 --config.seed="$seed"
 done
 $PY -m rs.tools.pareto --runs="$OUT" --out=docs/scaling

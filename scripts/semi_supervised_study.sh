@@ -15,11 +15,11 @@ runs=${1:-runs/semi_supervised}
 shift || true
 seeds=${*:-0 1 2}
 for seed in $seeds; do
-  $PY -m rs.tools.noisy_student --config=configs/fashion_mnist_semi.py --config.seed=$seed \
+  $PY -m rs.tools.noisy_student --config=configs/fashion_mnist_semi.py --config.seed="$seed" \
       --out="$runs/seed$seed" --data=fashion_mnist --split='train[6000:54000]' --rounds=2
   $PY -m rs.tools.pseudo_calibration --pseudo="$runs/seed$seed/pseudo1" \
       --out="$runs/seed$seed/calibration1.png" --json > "$runs/seed$seed/calibration1.json"
-  $PY -m rs.main --config=configs/fashion_mnist.py --config.seed=$seed \
+  $PY -m rs.main --config=configs/fashion_mnist.py --config.seed="$seed" \
       --workdir="$runs/seed$seed/ceiling" --config.data.eval_split='train[54000:]'
   for run in round0 round1 round2 ceiling; do
     $PY -m rs.export --workdir="$runs/seed$seed/$run" --out="$runs/seed$seed/$run/export"
