@@ -1,10 +1,11 @@
-"""Cloud TPU VM runs of rs from this machine: create a slice, set it up at this commit, run a
+"""Cloud TPU VM runs of rs from this machine: create a slice, set it up with this checkout, run a
 config on every worker, keep it going through preemptions, collect its logs, and delete it.
 
   python launch/tpu.py create --name=rs350 --zone=us-central2-b --accelerator=v4-32 --spot
   python launch/tpu.py setup  --name=rs350 --zone=us-central2-b
   python launch/tpu.py run    --name=rs350 --zone=us-central2-b \\
-      --env=TFDS_DATA_DIR=gs://BUCKET/tfds -- --config=configs/rs350_i256.py --workdir=gs://BUCKET/rs350
+      --env=TFDS_DATA_DIR=gs://BUCKET/tfds \\
+      -- --config=configs/rs350_i256.py --workdir=gs://BUCKET/rs350
   python launch/tpu.py watch  (create's and run's flags) -- ...   # recreates, reruns until done
   python launch/tpu.py status | logs | stop | free | delete --name=rs350 --zone=us-central2-b
 
@@ -138,6 +139,9 @@ class Gcloud:
   def queued(self, *args: str, **kwargs):
     return self(*('compute', 'tpus', 'queued-resources') + args, **kwargs)
 
+  def scp(self, *args: str, **kwargs):
+    return self.tpu('scp', *args, *(['--internal-ip'] if self.internal_ip else []), **kwargs)
+
   def describe(self, name: str, queued: bool = False) -> dict | None:
     """The node (or queued resource) as gcloud describes it; None when there is none."""
     run = self.queued if queued else self.tpu
@@ -263,7 +267,7 @@ class Slice:
   def setup(self) -> None:
     """Sends the code at this commit to every worker and installs it with the pinned jax."""
     sha, archive = self.archive()
-    self.gcloud.tpu('scp', archive, f'{self.name}:rs-{sha}.tar.gz', '--worker=all')
+    self.gcloud.scp(archive, f'{self.name}:rs-{sha}.tar.gz', '--worker=all')
     jax_version = pinned_jax()
     command = (f'mkdir -p ~/rs/{sha} && tar -xzf ~/rs-{sha}.tar.gz -C ~/rs/{sha} '
                f'launch/worker.sh && bash ~/rs/{sha}/launch/worker.sh setup {sha} '
@@ -458,7 +462,7 @@ class Slice:
     paths = []
     for i in range(self.workers(node)):
       remote = f'{self.name}:rs/runs/{self.args.run}/worker-{i}.log'
-      self.gcloud.tpu('scp', remote, into, f'--worker={i}', check=False)
+      self.gcloud.scp(remote, into, f'--worker={i}', check=False)
       path = os.path.join(into, f'worker-{i}.log')
       if os.path.exists(path):
         paths.append(path)

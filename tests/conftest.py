@@ -125,7 +125,8 @@ def tiny_run(tmp_path_factory):
 # The longest tests (over ~40 s each on the 2-core CI machine, `--durations` in README's test
 # command), started first: pytest-xdist hands tests out in collection order, and one of these
 # starting last would leave the other worker idle while it runs.
-LONGEST_FIRST = ('test_multihost.py', 'test_preemption.py', 'test_notebook.py', 'test_sweep.py',
+LONGEST_FIRST = ('test_multihost.py', 'test_launch_tpu.py', 'test_preemption.py',
+                 'test_launch_local.py', 'test_notebook.py', 'test_sweep.py',
                  'test_sources_e2e.py', 'test_export.py', 'test_convert.py', 'test_benchmark.py')
 
 

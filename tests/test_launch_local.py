@@ -2,6 +2,7 @@
 multi-host run starts, stops and fails (rs.distributed): SIGTERM stops every host at one step,
 a killed host stops the others within the peer timeout, a host that never comes is one line,
 and the run resumed after all of it ends where an uninterrupted one does."""
+import json
 import os
 import re
 import signal
@@ -63,15 +64,15 @@ def test_a_host_that_never_comes_ends_the_others_in_one_line(tmp_path):
 
 
 class Launch:
-  """launch/local.py running configs/tiny.py on 2 processes of 2 CPU devices."""
+  """launch/local.py running configs/tiny.py on `processes` processes of `devices` CPU devices."""
 
-  def __init__(self, workdir, logs):
+  def __init__(self, workdir, logs, processes=2, devices=2, overrides=OVERRIDES):
     self.logs = str(logs)
     env = process_env()  # the launcher gives each process its devices and its own cache
     self.proc = subprocess.Popen(
-        [sys.executable, LAUNCHER, '--processes=2', '--devices=2', f'--logs={logs}', '--quiet',
-         '--grace=60', '--', sys.executable, '-m', 'rs.main', '--config=configs/tiny.py',
-         f'--workdir={workdir}', '--peer_timeout=10', *OVERRIDES],
+        [sys.executable, LAUNCHER, f'--processes={processes}', f'--devices={devices}',
+         f'--logs={logs}', '--quiet', '--grace=60', '--', sys.executable, '-m', 'rs.main',
+         '--config=configs/tiny.py', f'--workdir={workdir}', '--peer_timeout=10', *overrides],
         cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
 
   def log(self, i: int) -> str:
@@ -102,24 +103,60 @@ class Launch:
     return self.proc.returncode, err
 
 
-@pytest.mark.slow  # ~90-140 s of 2-core CPU (4 launches of 2 processes): scripts/soak.sh runs it
-def test_stopped_killed_and_resumed_on_two_processes_ends_as_one_process(tmp_path):
+def test_four_hosts_resume_one_process_and_one_process_reads_four(tmp_path):
+  """A checkpoint written by 1 process restores on 4 (resuming its run), and the one the 4
+  write restores in 1; the 4 hosts evaluate every example once; the run ends where the one
+  process, uninterrupted, ends (within float32 rounding: 4 hosts add gradients in another
+  order)."""
+  import shutil
+  from conftest import tiny_config
+  overrides = dict(train_steps=6, checkpoint_every_steps=3, eval_every_steps=6)
+  one = str(tmp_path / 'one')
+  train.train_and_evaluate(tiny_config(**overrides), one,
+                           mesh=sharding.create_mesh(jax.devices()[:4]))
+  workdir = str(tmp_path / 'four')
+  shutil.copytree(one, workdir)
+  shutil.rmtree(f'{workdir}/checkpoints/6')  # as if the one process had stopped at step 3
+  launch = Launch(workdir, tmp_path / 'logs', processes=4, devices=1,
+                  overrides=[f'--config.{k}={v}' for k, v in overrides.items()])
+  status, err = launch.finish()
+  assert status == 0 and 'processes 0,1,2,3 exited 0' in err, err + launch.log(0)[-3000:]
+  assert '4 devices, 4 hosts' in launch.log(0)
+  assert 'Resumed from the checkpoint at step 3' in launch.log(0)
+  with open(f'{workdir}/eval.json') as f:
+    evaluation = [e for e in json.load(f) if e['step'] == 6][-1]
+  assert evaluation['num_examples'] == 500  # test[:500]: each example once across 4 hosts
+  four_state, one_state = final_state(workdir), final_state(one)
+  assert int(four_state['step']) == 6
+  for x, y in zip(*map(jax.tree.leaves, (four_state, one_state))):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow  # 2 hosts ~90-140 s, 4 hosts ~4-6 min of 2-core CPU: scripts/soak.sh runs it
+@pytest.mark.parametrize('processes, devices', [(2, 2), (4, 1)])
+def test_stopped_killed_and_resumed_hosts_end_as_one_process(tmp_path, processes, devices):
   workdir = str(tmp_path / 'run')
-  # SIGTERM (a preemption notice) to the launcher reaches both: one agreed step, one save, 0.
-  launch = Launch(workdir, tmp_path / 'logs1')
+  hosts = range(processes)
+  ids = ','.join(map(str, hosts))
+
+  def launch_(logs):
+    return Launch(workdir if logs != 'logs4' else str(tmp_path / 'uninterrupted'),
+                  tmp_path / logs, processes, devices)
+  # SIGTERM (a preemption notice) to the launcher reaches all: one agreed step, one save, 0.
+  launch = launch_('logs1')
   launch.wait_for_step(3)
   launch.proc.send_signal(signal.SIGTERM)
   status, err = launch.finish()
-  assert status == 0 and 'processes 0,1 exited 0' in err, err
-  stopped = {int(re.search(r'Stopped at step (\d+)', launch.log(i)).group(1)) for i in (0, 1)}
-  assert len(stopped) == 1  # both hosts stopped at the same step
+  assert status == 0 and f'processes {ids} exited 0' in err, err
+  stopped = {int(re.search(r'Stopped at step (\d+)', launch.log(i)).group(1)) for i in hosts}
+  assert len(stopped) == 1  # every host stopped at the same step
   step = stopped.pop()
   assert 3 <= step < STEPS
   assert max(int(d) for d in os.listdir(f'{workdir}/checkpoints') if d.isdigit()) == step
 
-  # kill -9 of process 1 mid-run: process 0 stops too, within the peer timeout (10 s) and the
-  # launcher's grace, instead of hanging in its next collective.
-  launch = Launch(workdir, tmp_path / 'logs2')
+  # kill -9 of process 1 mid-run: the others stop too, within the peer timeout (10 s) and the
+  # launcher's grace, instead of hanging in their next collective.
+  launch = launch_('logs2')
   launch.wait_for_step(step + 2)
   os.kill(launch.pid_of(1), signal.SIGKILL)
   killed = time.monotonic()
@@ -127,22 +164,24 @@ def test_stopped_killed_and_resumed_on_two_processes_ends_as_one_process(tmp_pat
   assert status != 0 and time.monotonic() - killed < 60, err
   summary = err.strip().splitlines()[-1]
   assert 'process 1 killed by SIGKILL' in summary, err
-  assert re.search(r'process 0 (exited 1|stopped after losing a peer)', summary), summary
-  if 'exited 1' in summary:  # the loss reached Python: one line (rs.distributed)
-    assert launch.log(0).strip().splitlines()[-1].startswith(
-        'error: another host of this run was lost')
+  for i in set(hosts) - {1}:
+    assert re.search(rf'process(es [\d,]*\b{i}\b[\d,]*| {i}) (exited 1|stopped after losing a '
+                     'peer)', summary), summary
+    if launch.log(i).strip().splitlines()[-1].startswith('error:'):  # the loss reached Python
+      assert launch.log(i).strip().splitlines()[-1].startswith(
+          'error: another host of this run was lost')
 
   # Relaunched, the run resumes from its last complete checkpoint and ends bit for bit where
   # the same launch run without interruption ends, and within float32 rounding where one
   # process with the same 4 devices and global batch ends (its all-reduces add the devices'
   # gradients in another order than gloo's across processes: ~2e-7 apart after a step, ~3e-6
   # after 16).
-  launch = Launch(workdir, tmp_path / 'logs3')
+  launch = launch_('logs3')
   status, err = launch.finish()
   assert status == 0, launch.log(0)[-3000:]
   assert 'Resumed from the checkpoint at step' in launch.log(0)
   uninterrupted = str(tmp_path / 'uninterrupted')
-  assert Launch(uninterrupted, tmp_path / 'logs4').finish()[0] == 0
+  assert launch_('logs4').finish()[0] == 0
   from conftest import tiny_config
   one = str(tmp_path / 'one')
   config = tiny_config(train_steps=STEPS, checkpoint_every_steps=4, eval_every_steps=16)

@@ -245,8 +245,9 @@ def test_a_run_that_starts_on_some_workers_only_is_taken_down(pod, tmp_path):
 
 def test_a_slice_that_is_not_set_up_or_not_there_is_one_line(pod):
   pod('create', '--accelerator=v4-16', name='bare')
-  assert refused(pod, name='bare') == ('launch/tpu.py: error: workers 0,1 of bare did not answer (not set up, or '
-                  'unreachable): run setup again')
+  assert refused(pod, name='bare') == (
+      'launch/tpu.py: error: workers 0,1 of bare did not answer (not set up, or unreachable): '
+      'run setup again')
   pod('delete', name='bare')
   assert last_line(pod('status', name='bare')) == 'launch/tpu.py: bare: absent'
   assert last_line(pod('stop', name='gone', ok=False)) == (

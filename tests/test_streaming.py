@@ -91,6 +91,43 @@ def test_hosts_read_disjoint_shares_that_make_the_global_batch(source):
   assert not np.array_equal(single['image'][:2], per_host[0][0]['image'])
 
 
+def test_four_hosts_read_each_example_once_per_epoch(source):
+  """12 examples, a global batch of 4 over 4 hosts: every epoch, each example is read by
+  exactly one host, and the hosts' rows together are the epoch's permutation."""
+  hosts = [pipeline(source, host=h, hosts=4) for h in range(4)]
+  per_host = [take(p.train_iter(0), 6) for p in hosts]  # 2 epochs of 3 steps
+  for epoch in range(2):
+    read = [b['label'] for h in per_host for b in h[3 * epoch:3 * epoch + 3]]
+    np.testing.assert_array_equal(np.sort(np.concatenate(read)), np.arange(NUM))
+
+
+def test_hosts_with_different_file_counts_step_together(source):
+  """5 examples over 4 hosts (2, 1, 1, 1 files): every host gives one row per step for as
+  long as training runs (a host that ran dry would hang the others in a collective), from its
+  own files only, and no example twice in an epoch."""
+  hosts = [streaming.StreamingPipeline(source, 'validation', 'validation', image_size=16,
+                                       batch_size=4, eval_batch_size=4, host=h, hosts=4)
+           for h in range(4)]
+  assert hosts[0].steps_per_epoch == 1.25  # 5 / 4: one full batch per epoch
+  shares = [{int(ex['label']) for ex in source.records('validation', h, 4)} for h in range(4)]
+  assert sorted(map(len, shares)) == [1, 1, 1, 2]
+  per_host = [take(p.train_iter(0), 4) for p in hosts]  # 4 epochs of 1 step
+  for h, batches in enumerate(per_host):
+    assert all(b['label'].shape == (1,) and int(b['label'][0]) in shares[h] for b in batches)
+  for step in range(4):
+    labels = [int(per_host[h][step]['label'][0]) for h in range(4)]
+    assert len(set(labels)) == 4
+
+
+def test_four_hosts_evaluate_every_example_once(source):
+  hosts = [pipeline(source, host=h, hosts=4) for h in range(4)]  # 5 examples: 2 + 1 + 1 + 1
+  batches = [list(p.eval_iter()) for p in hosts]
+  assert [len(b) for b in batches] == [2] * 4  # ceil(5 / 4): the same count on every host
+  seen = np.concatenate([b['label'][b['mask'] > 0] for host in batches for b in host])
+  everything = [int(ex['label']) for ex in source.records('validation')]
+  np.testing.assert_array_equal(np.sort(seen), np.sort(everything))
+
+
 def test_images_are_the_official_train_preprocessing_of_their_record(source, photos):
   p = pipeline(source, randaugment_layers=0)
   batch = next(p.train_iter(1))
