@@ -31,6 +31,7 @@ def get_config():
   c.model.conv_lowering = 'auto'
   # Architecture overrides; None keeps the registered model's value.
   c.model.width_multiplier = placeholder(float)
+  c.model.depth_multiplier = placeholder(float)  # EfficientNet's depth coefficient
   c.model.stage_sizes = placeholder(tuple)  # e.g. (3, 4, 6, 3)
   c.model.se_ratio = placeholder(float)  # 0 turns Squeeze-Excite off
   c.model.stem = placeholder(str)  # 'deep' (ResNet-D) or 'classic' (7x7)
@@ -90,8 +91,16 @@ def get_config():
   c.warmup_steps = placeholder(int)
 
   c.optimizer = ml_collections.ConfigDict()
+  # 'momentum' (SGD, ResNet-RS) or 'rmsprop_tf' (TF1 RMSProp, EfficientNet).
+  c.optimizer.name = 'momentum'
   c.optimizer.base_learning_rate = 0.1  # peak LR = base x batch_size / 256
-  c.optimizer.schedule = 'cosine'  # 'cosine' (paper, TF2) or 'step' (released TF1 code)
+  # 'cosine' (paper, TF2), 'step' (released TF1 code) or 'exponential' (EfficientNet's
+  # x decay_rate every decay_epochs, staircase).
+  c.optimizer.schedule = 'cosine'
+  c.optimizer.decay_rate = 0.97
+  c.optimizer.decay_epochs = 2.4
+  c.optimizer.rmsprop_decay = 0.9
+  c.optimizer.rmsprop_epsilon = 1e-3  # inside the square root, as TF1
   c.optimizer.momentum = 0.9
   c.optimizer.nesterov = True  # TF1: MomentumOptimizer(use_nesterov=True); TF2: False
   c.optimizer.weight_decay = 4e-5  # L2 on every parameter but BatchNorm's (TF1 semantics)

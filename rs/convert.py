@@ -29,6 +29,7 @@ from absl import app, flags
 from rs import cli, logs, weights
 from rs.errors import UserError, one_line
 from rs.models import create_model, registry
+from rs.models.efficientnet import EfficientNet
 
 # Sequential indices of timm's deep stem (conv1 = [conv, bn, act, conv, bn, act, conv]; the
 # third conv's BN is `bn1`) and of the replaced stem pool (maxpool = [conv, bn, act]).
@@ -47,7 +48,8 @@ class ConversionError(UserError, ValueError):
 def timm_name(path: tuple[str, ...], deep_stem: bool, avg_down: bool) -> str:
   """The timm state-dict key of the rs variable at `path` = (collection, module..., leaf).
 
-  deep_stem: rs stem='deep' (timm stem_type='deep'), else the single 7x7 conv. avg_down: timm's ResNet-D shortcut (AvgPool, conv, BN) shifts the shortcut's conv and BN to
+  deep_stem: rs stem='deep' (timm stem_type='deep'), else the single 7x7 conv. avg_down:
+  timm's ResNet-D shortcut (AvgPool, conv, BN) shifts the shortcut's conv and BN to
   indices 1 and 2 of `downsample`, also where the pool is an Identity (stride 1).
   """
   collection, *modules, leaf = path
@@ -73,6 +75,36 @@ def timm_name(path: tuple[str, ...], deep_stem: bool, avg_down: bool) -> str:
   return f'{block}.{"conv" if sub == "conv" else "bn"}{n}.{suffix}'
 
 
+# EfficientNet: rs block part -> timm module, for blocks with an expansion conv (timm's
+# InvertedResidual) and without one (stage 1's DepthwiseSeparableConv).
+_MBCONV = {'expand': ('conv_pw', 'bn1'), 'depthwise': ('conv_dw', 'bn2'),
+           'project': ('conv_pwl', 'bn3')}
+_SEPARABLE = {'depthwise': ('conv_dw', 'bn1'), 'project': ('conv_pw', 'bn2')}
+_EFFICIENTNET_TOP = {'stem': ('conv_stem', 'bn1'), 'head_conv': ('conv_head', 'bn2')}
+
+
+def timm_efficientnet_name(path: tuple[str, ...], expanded: bool) -> str:
+  """The timm `tf_efficientnet_b*` key of the rs EfficientNet variable at `path`; `expanded`:
+  its block has an expansion conv."""
+  collection, *modules, leaf = path
+  suffix = _LEAF[(collection, leaf)]
+  top = modules[0]
+  if top == 'head':
+    return f'classifier.{suffix}'
+  if top in _EFFICIENTNET_TOP:
+    conv, bn = _EFFICIENTNET_TOP[top]
+    return f'{conv if modules[1] == "conv" else bn}.{suffix}'
+  match = re.fullmatch(r'stage(\d+)_block(\d+)', top)
+  if not match:
+    raise ConversionError(f'rs variable {"/".join(path)} has no timm counterpart')
+  block = f'blocks.{int(match[1]) - 1}.{int(match[2]) - 1}'
+  part, sub = modules[1], modules[2]
+  if part == 'se':
+    return f'{block}.se.conv_{sub}.{suffix}'
+  conv, bn = (_MBCONV if expanded else _SEPARABLE)[part]
+  return f'{block}.{conv if sub == "conv" else bn}.{suffix}'
+
+
 def _to_rs_layout(value: np.ndarray) -> np.ndarray:
   if value.ndim == 4:  # conv: PyTorch OIHW -> Flax HWIO
     return value.transpose(2, 3, 1, 0)
@@ -82,36 +114,46 @@ def _to_rs_layout(value: np.ndarray) -> np.ndarray:
 
 
 def from_timm(state_dict: Mapping[str, Any], model_name: str, **overrides) -> dict:
-  """rs variables {'params', 'batch_stats'} of `model_name` from a timm state dict.
+  """rs variables {'params', 'batch_stats'} of `model_name` from a timm state dict (a timm
+  ResNet-RS / ResNet, or `tf_efficientnet_b*` for efficientnet_b*).
 
-  The class count comes from timm's `fc.weight`; the deep or classic stem and the ResNet-D
+  The class count comes from timm's classifier; the deep or classic stem and the ResNet-D
   shortcut from the rs model (`overrides` as in create_model).
   """
   state = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, 'detach') else v)
            for k, v in state_dict.items()}
-  if 'fc.weight' not in state:
-    if any(k.startswith(('conv1.', 'layer1.')) for k in state):
-      raise ConversionError("the checkpoint is a timm ResNet without its classifier (no "
-                            "fc.weight: timm's num_classes=0); convert one saved with its "
-                            "classifier, then fine-tune a new head with "
-                            "--config.init_skip='^head/'")
-    raise ConversionError('the checkpoint has neither fc.weight nor conv1/layer1 tensors: not a '
-                          'timm ResNet state dict')
-  overrides.setdefault('num_classes', state['fc.weight'].shape[0])
+  efficientnet = registry.family(model_name) is EfficientNet
+  kind, classifier = ('EfficientNet', 'classifier') if efficientnet else ('ResNet', 'fc')
+  if f'{classifier}.weight' not in state:
+    if any(k.startswith(('conv1.', 'layer1.', 'conv_stem.', 'blocks.')) for k in state):
+      raise ConversionError(f"the checkpoint is a timm {kind} without its classifier (no "
+                            f"{classifier}.weight: timm's num_classes=0), or a model of the "
+                            "other family; convert one saved with its classifier, then "
+                            "fine-tune a new head with --config.init_skip='^head/'")
+    raise ConversionError(f'the checkpoint has no {classifier}.weight: not a timm {kind} state '
+                          'dict')
+  overrides.setdefault('num_classes', state[f'{classifier}.weight'].shape[0])
   model = create_model(model_name, **overrides)
   # Input channels as timm's first conv has them (RGB, or 1 for grayscale models); any input
   # size gives the same variable shapes.
-  first = f"{(_DEEP_STEM if model.stem == 'deep' else _CLASSIC_STEM)['stem1'][0]}.weight"
+  if efficientnet:
+    first = 'conv_stem.weight'
+  else:
+    first = f"{(_DEEP_STEM if model.stem == 'deep' else _CLASSIC_STEM)['stem1'][0]}.weight"
   channels = state[first].shape[1] if first in state else 3
   abstract = jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1, 64, 64, channels)), train=False))
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract))
+  expanded = {path[1] for path in flat if len(path) > 2 and path[2] == 'expand'}
   converted, used = {}, set()
   for path, want in flat.items():
-    key = timm_name(path, deep_stem=model.stem == 'deep', avg_down=model.resnetd_shortcut)
+    if efficientnet:
+      key = timm_efficientnet_name(path, expanded=path[1] in expanded)
+    else:
+      key = timm_name(path, deep_stem=model.stem == 'deep', avg_down=model.resnetd_shortcut)
     if key not in state:
       raise ConversionError(f'{key} not in the checkpoint (needed for rs {"/".join(path)}); '
-                            f'is it a timm {model_name}?')
+                            f'is it a timm {"tf_" if efficientnet else ""}{model_name}?')
     value = _to_rs_layout(state[key])
     if value.shape != want.shape:
       raise ConversionError(f'{key} has shape {state[key].shape}, rs {"/".join(path)} needs '
@@ -175,7 +217,8 @@ def convert_file(checkpoint_path: str, model_name: str, out: str,
                           'resolution the checkpoint was trained at')
   variables = from_timm(read_state_dict(checkpoint_path), model_name, **overrides)
   num_classes = int(variables['params']['head']['kernel'].shape[-1])
-  channels = int(variables['params']['stem1']['conv']['kernel'].shape[2])  # timm's in_chans
+  stem = variables['params'].get('stem1') or variables['params']['stem']  # ResNet / EfficientNet
+  channels = int(stem['conv']['kernel'].shape[2])  # timm's in_chans
   weights.save(out, variables, weights.imagenet(
       model_name, overrides, int(image_size), num_classes, channels,
       source={'tool': 'rs.convert', 'from': 'timm',

@@ -134,7 +134,13 @@ def _check_model(config) -> None:
     hint = f'did you mean {" or ".join(close)}? ' if close else ''
     depths = ', '.join(str(d) for d in registry.STAGE_SIZES)
     _fail('model.name', name, f'not a registered model; {hint}set --config.model.name to '
-          f'resnetrsD (ResNet-RS) or resnetD (plain ResNet), D in {depths}')
+          f'resnetrsD (ResNet-RS) or resnetD (plain ResNet), D in {depths}, or '
+          'efficientnet_b0 ... efficientnet_b7')
+  foreign = sorted(k for k, v in config.model.items()
+                   if k != 'name' and v is not None and k not in registry.fields_of(name))
+  if foreign:
+    _fail(f'model.{foreign[0]}', config.model[foreign[0]], f'{name} has no such field (family '
+          f'{registry.family(name).__name__}): leave --config.model.{foreign[0]} unset')
   stages = config.model.stage_sizes
   if stages is not None and (
       not isinstance(stages, (tuple, list)) or len(stages) != 4
@@ -181,6 +187,11 @@ NUMBERS = (
     ('optimizer.base_learning_rate', *_NON_NEGATIVE),
     ('optimizer.momentum', *_FRACTION),
     ('optimizer.weight_decay', *_NON_NEGATIVE),
+    ('optimizer.decay_rate', lambda v: _is_number(v) and 0 < v <= 1, 'a number in (0, 1]'),
+    ('optimizer.decay_epochs', *_POSITIVE),
+    ('optimizer.rmsprop_decay', *_FRACTION),
+    ('optimizer.rmsprop_epsilon', *_POSITIVE),
+    ('model.depth_multiplier', *_POSITIVE),
     ('data.crop_padding', *_INT_FROM_0),
     ('data.eval_crop_padding', *_INT_FROM_0),
     ('data.eval_crop_fraction', *_OPEN_CLOSED_FRACTION),
@@ -207,7 +218,8 @@ def _choices() -> tuple:
       ('model.stem', resnet.STEM_TYPES, True),
       ('model.stem_pool', resnet.STEM_POOLS, True),
       ('model.conv_lowering', convolution.LOWERINGS, False),
-      ('optimizer.schedule', ('cosine', 'step'), False),
+      ('optimizer.schedule', ('cosine', 'step', 'exponential'), False),
+      ('optimizer.name', optim.OPTIMIZERS, False),
       ('on_nonfinite', ('stop', 'skip'), False),
       ('data.augment', pipeline.AUGMENTS, False),
       ('data.bad_images', bad_images.BAD_IMAGE_MODES, False),

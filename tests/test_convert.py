@@ -70,6 +70,22 @@ def test_training_mode_logits_match_timm():
   np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize('name,size', [('efficientnet_b0', 224), ('efficientnet_b3', 130)])
+def test_efficientnet_logits_match_timms_tf_ports(name, size):
+  """timm's tf_efficientnet_b* (TF 'SAME' padding, BN eps 1e-3), random BN statistics, real
+  photographs: at 224 every stride-2 layer sees an even input (padding (0, 1) or (1, 2)); at
+  130 the sizes run 130, 65, 33, 17, 9 and odd ones pad evenly."""
+  ours, theirs = logits_of(randomized_timm(f'tf_{name}'), name, photographs(size))
+  assert np.abs(theirs).max() > 0.1
+  np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+
+
+def test_efficientnet_training_mode_logits_match_timm():
+  ours, theirs = logits_of(randomized_timm('tf_efficientnet_b0', seed=1), 'efficientnet_b0',
+                           photographs(96), train=True, stochastic_depth_rate=0.0)
+  np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+
+
 def test_vanilla_resnet50_converts_too():
   """Every ResNet-RS switch off is timm's plain resnet50 (7x7 stem, max-pool, no SE)."""
   ours, theirs = logits_of(randomized_timm('resnet50'), 'resnet50', photographs(96))

@@ -83,6 +83,47 @@ def test_sgd_step_matches_tf1_nesterov_momentum_with_l2():
   np.testing.assert_allclose(p['bn']['scale'], ref['bn'], rtol=1e-6)
 
 
+def test_rmsprop_step_matches_tf1_rmsprop_with_l2_by_hand():
+  """TF1 RMSPropOptimizer(decay 0.9, momentum 0.9, epsilon 1e-3) on loss + wd * l2_loss:
+  ms starts at 1, epsilon inside the root, the learning rate inside the momentum buffer; the
+  gradients change every step and the learning rate too, so a misplaced lr shows."""
+  params = {'w': jnp.array([1.0, -2.0]), 'bn': {'scale': jnp.array([3.0])}}
+  lrs, decay, mom, eps, wd = (0.1, 0.05, 0.2, 0.15), 0.9, 0.9, 1e-3, 1e-2
+  tx = optim.create_optimizer(opt_config(name='rmsprop_tf', momentum=mom, nesterov=False,
+                                         weight_decay=wd, rmsprop_decay=decay,
+                                         rmsprop_epsilon=eps), lambda t: jnp.take(
+                                             jnp.array(lrs), t))
+  state = tx.init(params)
+  p = params
+  ref = {'w': np.array([1.0, -2.0]), 'bn': np.array([3.0])}
+  ms = {k: np.ones_like(v) for k, v in ref.items()}
+  buf = {k: np.zeros_like(v) for k, v in ref.items()}
+  rng = np.random.default_rng(0)
+  for t in range(4):
+    raw = {'w': rng.normal(size=2), 'bn': rng.normal(size=1)}
+    updates, state = tx.update({'w': jnp.asarray(raw['w'], jnp.float32),
+                                'bn': {'scale': jnp.asarray(raw['bn'], jnp.float32)}}, state, p)
+    p = optax.apply_updates(p, updates)
+    for k in ref:
+      g = raw[k] + (wd * ref[k] if k == 'w' else 0)  # BN is not decayed
+      ms[k] = decay * ms[k] + (1 - decay) * g**2
+      buf[k] = mom * buf[k] + lrs[t] * g / np.sqrt(ms[k] + eps)
+      ref[k] = ref[k] - buf[k]
+  np.testing.assert_allclose(p['w'], ref['w'], rtol=1e-5)
+  np.testing.assert_allclose(p['bn']['scale'], ref['bn'], rtol=1e-5)
+
+
+def test_exponential_schedule_is_efficientnets_staircase_from_step_zero():
+  """Peak 0.016 x 2048/256 = 0.128, 5 warmup epochs of 100 steps, x0.97 every int(2.4 x 100)
+  = 240 steps counted from step 0: the warmup ends on 0.128 x 0.97^2."""
+  s = optim.learning_rate_schedule(opt_config(schedule='exponential', base_learning_rate=0.016,
+                                              decay_rate=0.97, decay_epochs=2.4), 2048,
+                                   warmup_steps=500, total_steps=5000, steps_per_epoch=100)
+  assert float(s(250)) == pytest.approx(0.064)  # linear warmup towards the peak
+  assert [float(s(t)) for t in (500, 719, 720, 959, 960, 4999)] == pytest.approx(
+      [0.128 * 0.97**k for k in (2, 2, 3, 3, 4, 20)], rel=1e-6)
+
+
 def test_l2_loss_is_half_sum_of_squares_of_decayed_params():
   params = {'w': jnp.array([1.0, 2.0]), 'bn': {'bias': jnp.array([5.0])}}
   assert float(optim.l2_loss(params)) == pytest.approx(2.5)

@@ -10,17 +10,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rs.models import registry, resnet
+from rs.models import registry
 
-# Fields that change the parameters' names or shapes (and hence params and FLOPs). Dropout,
-# stochastic depth, BN momentum and groups, dtype and the conv lowering do not.
-SHAPE_FIELDS = ('stage_sizes', 'width_multiplier', 'se_ratio', 'stem', 'stem_pool',
-                'resnetd_shortcut')
-# And those that change inference outputs without changing a shape.
-INFERENCE_FIELDS = SHAPE_FIELDS + ('bn_epsilon',)
-
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(resnet.ResNet)
-             if f.default is not dataclasses.MISSING}
+def _defaults(cls) -> dict:
+  return {f.name: f.default for f in dataclasses.fields(cls)
+          if f.default is not dataclasses.MISSING}
 
 
 def _normal(field: str, value):
@@ -29,17 +23,19 @@ def _normal(field: str, value):
 
 
 def registered(name: str) -> dict:
-  """The full SHAPE_FIELDS + INFERENCE_FIELDS values of a registered name (no overrides)."""
-  values = {**_DEFAULTS, **registry.MODELS.get(name, {})}
-  return {k: _normal(k, values.get(k)) for k in INFERENCE_FIELDS}
+  """The full inference-field values (the family's `inference_fields`: shapes and BN epsilon)
+  of a registered name, without overrides."""
+  cls = registry.family(name)
+  values = {**_defaults(cls), **registry.MODELS.get(name, {})}
+  return {k: _normal(k, values.get(k)) for k in cls.inference_fields}
 
 
 def resolved(model_section) -> dict:
   """The architecture a config's (or a saved config.json's) model section builds: the
-  registered values, with the section's non-None fields over them. Two sections that spell
-  the same network differently resolve alike."""
+  registered values, with the section's non-None fields over them (fields of the name's
+  family only). Two sections that spell the same network differently resolve alike."""
   arch = registered(model_section.get('name'))
-  for field in INFERENCE_FIELDS:
+  for field in arch:
     if model_section.get(field) is not None:
       arch[field] = _normal(field, model_section.get(field))
   return arch
@@ -55,8 +51,9 @@ def of_config(model_section) -> dict:
 def shape_differences(saved_section, section) -> list[str]:
   """'model.FIELD saved X, now Y' for each field that changes the parameters' shapes."""
   old, new = resolved(saved_section), resolved(section)
-  return [f'model.{k} saved {old[k]!r}, now {new[k]!r}' for k in SHAPE_FIELDS
-          if old[k] != new[k]]
+  fields = registry.family(section.get('name')).shape_fields
+  return [f'model.{k} saved {old.get(k)!r}, now {new.get(k)!r}' for k in fields
+          if old.get(k) != new.get(k)]
 
 
 def to_json(arch: dict) -> dict:

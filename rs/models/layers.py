@@ -1,4 +1,5 @@
-"""Building blocks of ResNet-RS, each matching the official TF1 code (tensorflow/tpu).
+"""Building blocks of ResNet-RS and EfficientNet, each matching the official TF code
+(tensorflow/tpu).
 
 Blocks receive their conv and norm as `functools.partial`s from the network, so dtype,
 BatchNorm momentum and train/eval mode are decided in one place.
@@ -28,6 +29,15 @@ def fixed_padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
   before = (kernel_size - 1) // 2
   after = kernel_size - 1 - before
   return ((before, after), (before, after))
+
+
+def same_padding(size: int, kernel_size: int, strides: int) -> tuple[int, int]:
+  """TF 'SAME' (EfficientNet's padding): the output is ceil(size / strides), and the padding
+  that takes is split with the smaller half first - (0, 1) for a 3x3/2 conv on an even input,
+  where fixed_padding gives (1, 1)."""
+  out = -(-size // strides)
+  total = max((out - 1) * strides + kernel_size - size, 0)
+  return total // 2, total - total // 2
 
 
 def avg_pool_2x2(x: jax.Array) -> jax.Array:
@@ -104,44 +114,56 @@ class GroupBatchNorm(nn.Module):
 
 
 class ConvBN(nn.Module):
-  """Conv (no bias), BatchNorm, optional ReLU: the unit the whole network is made of."""
+  """Conv (no bias), BatchNorm, optional activation: the unit both families are made of."""
   features: int
   kernel_size: int
   conv: ModuleDef = nn.Conv
   norm: ModuleDef = nn.BatchNorm
   strides: int = 1
-  relu: bool = True
+  activation: Callable | None = nn.relu  # None: linear (the last BN of a residual branch)
   zero_init_scale: bool = False
   explicit_padding: bool = False
+  # 'fixed': TF1's conv2d_fixed_padding (ResNet-RS); 'same': TF 'SAME' (EfficientNet), which
+  # depends on the input size.
+  padding: str = 'fixed'
+  depthwise: bool = False  # one filter per input channel (features = the input's channels)
 
   @nn.compact
   def __call__(self, x):
-    padding = fixed_padding(self.kernel_size)
-    if self.explicit_padding and self.kernel_size > 1:
+    k, s = self.kernel_size, self.strides
+    if self.padding == 'same':
+      padding = tuple(same_padding(x.shape[i], k, s) for i in (1, 2))
+    else:
+      padding = fixed_padding(k)
+    if self.explicit_padding and k > 1:
       # TF1's own form: pad, then a VALID conv. Same numbers; XLA's cost analysis then counts
       # the padded taps too, which is the paper's FLOP convention (see rs/tools/summary.py).
       x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
       padding = 'VALID'
-    x = self.conv(self.features, (self.kernel_size, self.kernel_size),
-                  strides=(self.strides, self.strides), padding=padding, name='conv')(x)
+    groups = x.shape[-1] if self.depthwise else 1
+    x = self.conv(groups if self.depthwise else self.features, (k, k), strides=(s, s),
+                  padding=padding, feature_group_count=groups, name='conv')(x)
     scale_init = nn.initializers.zeros if self.zero_init_scale else nn.initializers.ones
     x = self.norm(scale_init=scale_init, name='bn')(x)
-    return nn.relu(x) if self.relu else x
+    return x if self.activation is None else self.activation(x)
 
 
 class SqueezeExcite(nn.Module):
-  """TF1 `squeeze_excitation`: spatial mean, 1x1 conv + ReLU, 1x1 conv + sigmoid, rescale."""
+  """TF1 `squeeze_excitation` (and EfficientNet's, with swish): spatial mean, 1x1 conv +
+  activation, 1x1 conv + sigmoid, rescale."""
   squeeze_features: int
   dtype: Any = jnp.float32
+  activation: Callable = nn.relu
+  kernel_init: Callable = conv_kernel_init
 
   @nn.compact
   def __call__(self, x):
     # The mean is taken in float32: in bfloat16 a sum over 100+ positions loses digits.
     s = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(self.dtype)
-    s = nn.Conv(self.squeeze_features, (1, 1), kernel_init=conv_kernel_init,
+    s = nn.Conv(self.squeeze_features, (1, 1), kernel_init=self.kernel_init,
                 dtype=self.dtype, name='reduce')(s)
-    s = nn.Conv(x.shape[-1], (1, 1), kernel_init=conv_kernel_init,
-                dtype=self.dtype, name='expand')(nn.relu(s))
+    s = nn.Conv(x.shape[-1], (1, 1), kernel_init=self.kernel_init,
+                dtype=self.dtype, name='expand')(self.activation(s))
     return x * nn.sigmoid(s)
 
 
@@ -157,6 +179,15 @@ class StochasticDepth(nn.Module):
     keep = 1.0 - self.rate
     mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (x.shape[0], 1, 1, 1))
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def pooled_head(x, num_classes: int, dropout_rate: float, deterministic: bool, dtype,
+                kernel_init: Callable) -> jax.Array:
+  """Both families' classifier, called inside the network: global average pool (in float32),
+  dropout, a dense layer with bias named 'head'."""
+  x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(dtype)
+  x = nn.Dropout(dropout_rate, deterministic=deterministic)(x)
+  return nn.Dense(num_classes, dtype=dtype, kernel_init=kernel_init, name='head')(x)
 
 
 class Bottleneck(nn.Module):
@@ -186,12 +217,12 @@ class Bottleneck(nn.Module):
         # ResNet-D: average first, so the 1x1 conv sees every input pixel.
         shortcut = avg_pool_2x2(x)
         strides = 1
-      shortcut = self.conv_bn(out_features, 1, strides=strides, relu=False,
+      shortcut = self.conv_bn(out_features, 1, strides=strides, activation=None,
                               name='shortcut')(shortcut)
 
     y = self.conv_bn(self.features, 1, name='conv1')(x)
     y = self.conv_bn(self.features, 3, strides=self.strides, name='conv2')(y)
-    y = self.conv_bn(out_features, 1, relu=False, zero_init_scale=self.zero_init_last_bn,
+    y = self.conv_bn(out_features, 1, activation=None, zero_init_scale=self.zero_init_last_bn,
                      name='conv3')(y)
     if self.se_ratio > 0:
       y = SqueezeExcite(max(1, int(out_features * self.se_ratio)), dtype=self.dtype, name='se')(y)

@@ -10,12 +10,17 @@ public code or config reproduces, so rs chooses them by a stated rule:
        3*99 + 2 = 299.
   400: (4, 42, 83, 4), the same rule between RS-350 and RS-420 (4, 44, 87, 4); 3*133 + 2 = 401.
 Any other layout is `create_model('resnetrs50', stage_sizes=(...))`.
+
+EfficientNet B0-B7 (`efficientnet_b0` ...) are registered the same way, with their official
+width and depth coefficients and dropout (rs/models/efficientnet.py).
 """
 import difflib
 
 import jax.numpy as jnp
 
 from rs.errors import UserError
+from rs.models import efficientnet
+from rs.models.efficientnet import EfficientNet
 from rs.models.resnet import ResNet
 
 
@@ -43,18 +48,38 @@ STAGE_SIZES = {
 # A plain ResNet v1.5 (the paper's baseline): every ResNet-RS switch off.
 VANILLA = dict(stem='classic', stem_pool='max', se_ratio=0.0, resnetd_shortcut=False)
 
+EFFICIENTNETS = {f'efficientnet_{v}': dict(width_multiplier=w, depth_multiplier=d,
+                                              dropout_rate=dropout)
+                 for v, (w, d, _, dropout) in efficientnet.VARIANTS.items()}
+
 MODELS = {
     **{f'resnetrs{d}': dict(stage_sizes=s) for d, s in STAGE_SIZES.items()},
     **{f'resnet{d}': dict(stage_sizes=s, **VANILLA) for d, s in STAGE_SIZES.items()},
+    **EFFICIENTNETS,
 }
 
 
-def create_model(name: str, **overrides) -> ResNet:
-  """The registered network `name`, with any ResNet field overridden (width, dtype, ...)."""
+def family(name: str) -> type:
+  """The network class a registered name builds."""
+  return EfficientNet if name in EFFICIENTNETS else ResNet
+
+
+def fields_of(name: str) -> set[str]:
+  """The fields create_model(name, ...) accepts."""
+  return set(family(name).__dataclass_fields__) - {'parent', 'name'}
+
+
+def create_model(name: str, **overrides):
+  """The registered network `name`, with any of its fields overridden (width, dtype, ...)."""
   check_name(name)
   fields = {**MODELS[name], **overrides}
-  fields['stage_sizes'] = stage_tuple(fields['stage_sizes'])
-  return ResNet(**fields)
+  foreign = sorted(set(fields) - fields_of(name))
+  if foreign:
+    raise UnknownModelError(f'model.{foreign[0]} does not apply to {name} (family '
+                            f'{family(name).__name__}): leave it unset')
+  if 'stage_sizes' in fields:
+    fields['stage_sizes'] = stage_tuple(fields['stage_sizes'])
+  return family(name)(**fields)
 
 
 def check_name(name: str) -> None:
@@ -64,7 +89,8 @@ def check_name(name: str) -> None:
     depths = ', '.join(str(d) for d in STAGE_SIZES)
     raise UnknownModelError(f'unknown model {name!r}; '
                             + (f'did you mean {close[0]}? ' if close else '')
-                            + f'registered: resnetrsD (ResNet-RS) and resnetD, D in {depths}')
+                            + f'registered: resnetrsD (ResNet-RS) and resnetD, D in {depths}; '
+                            'efficientnet_b0 ... efficientnet_b7')
 
 
 def stage_tuple(stage_sizes) -> tuple[int, ...] | None:

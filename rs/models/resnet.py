@@ -53,6 +53,13 @@ class ResNet(nn.Module):
   # space-to-depth), or 'auto' (pointwise on CPU, native elsewhere).
   conv_lowering: str = 'auto'
 
+  # What rs.models.architecture reads: fields that change the parameters' names or shapes
+  # (and hence params and FLOPs), and those that change inference outputs too. Dropout,
+  # stochastic depth, BN momentum and groups, dtype and the conv lowering do not.
+  shape_fields = ('stage_sizes', 'width_multiplier', 'se_ratio', 'stem', 'stem_pool',
+                  'resnetd_shortcut')
+  inference_fields = shape_fields + ('bn_epsilon',)
+
   def __post_init__(self):
     if self.stem not in STEM_TYPES:
       raise ValueError(f'model.stem={self.stem!r}: use one of {STEM_TYPES}')
@@ -103,7 +110,5 @@ class ResNet(nn.Module):
             drop_rate=drop_rate, deterministic=not train, dtype=self.dtype,
             name=f'stage{i + 1}_block{j + 1}')(x)
 
-    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=layers.dense_kernel_init,
-                    name='head')(x)
+    return layers.pooled_head(x, self.num_classes, self.dropout_rate, not train, self.dtype,
+                              layers.dense_kernel_init)
