@@ -70,6 +70,16 @@ def test_rs_against_timm_eager_at_a_small_size():
   assert probe['memory_analysis_bytes'] < rs_train['memory_analysis_bytes']
 
 
+def test_an_efficientnet_is_benchmarked_with_its_recipe_against_timms_tf_port():
+  """Without --config, an EfficientNet gets configs/efficientnet.py's recipe, so its network
+  is the released one (BN epsilon 1e-3), which timm's tf_efficientnet_b* matches."""
+  config = benchmark.rs_config(base.get_config(), 'efficientnet_b3', 64, 8, 'float32')
+  assert (config.model.bn_epsilon, config.optimizer.name) == (1e-3, 'rmsprop_tf')
+  assert config.data.image_size == 64 and config.batch_size == 8
+  assert benchmark.timm_name('efficientnet_b3') == 'tf_efficientnet_b3'
+  assert benchmark.timm_name('resnetrs50') == 'resnetrs50'
+
+
 def test_median_step_times_alternates_and_takes_medians():
   calls = []
 

@@ -20,7 +20,7 @@ Measurements (one JSON object each with --json):
   outputs not donated + temporaries) and the device's peak memory where the backend reports
   it (GPU/TPU, not CPU);
 - with --compare=timm, timm/train and timm/inference for mode eager and compiled
-  (torch.compile): timm's `resnetrs*` of the same name, same batch, resolution and thread
+  (torch.compile): timm's model of the same name (`tf_efficientnet_b*` for EfficientNet), same batch, resolution and thread
   count, SGD with nesterov momentum and label smoothing; bfloat16 means torch.autocast; with
   --channels_last (default) in NHWC memory format, timm's fastest CPU layout;
 - ratio: rs images/s over timm's, per step kind and timm mode.
@@ -58,7 +58,11 @@ BASE_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..
 def rs_config(recipe, model: str, image_size: int, batch_size: int, dtype: str,
               width_multiplier: float | None = None):
   """A copy of the training config `recipe` (configs/base.py: the paper's) at this model,
-  resolution, batch and dtype."""
+  resolution, batch and dtype. An EfficientNet gets its own official recipe instead
+  (configs/efficientnet.py: RMSProp, BN epsilon 1e-3, its dropout)."""
+  if model.startswith('efficientnet_') and model in MODELS:
+    from configs import efficientnet
+    recipe = efficientnet.get_config(model.removeprefix('efficientnet_'))
   c = recipe.copy_and_resolve_references()
   c.model.name = model
   c.model.width_multiplier = width_multiplier
@@ -153,6 +157,12 @@ class RsContender:
             'device_peak_bytes': _device_peak_bytes()}
 
 
+def timm_name(name: str) -> str:
+  """timm's model for an rs name: the same name, or for EfficientNet the TF port
+  (`tf_efficientnet_b*`: TF 'SAME' padding and BN epsilon, as rs builds it)."""
+  return f'tf_{name}' if name.startswith('efficientnet_') else name
+
+
 class TimmContender:
   """timm's model of the same name in PyTorch: a train step (SGD, nesterov momentum, label
   smoothing, as rs's recipe) and an eval-mode forward, eager or torch.compile'd."""
@@ -166,7 +176,7 @@ class TimmContender:
     torch.set_num_threads(threads or os.cpu_count())
     self.device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     format_ = torch.channels_last if channels_last else torch.contiguous_format
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes,
+    model = timm.create_model(timm_name(name), pretrained=False, num_classes=num_classes,
                               drop_rate=config.model.dropout_rate)
     self.params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     self.model = model.to(self.device, memory_format=format_)
