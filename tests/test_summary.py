@@ -41,6 +41,17 @@ def test_models_doc_shows_every_released_variant_at_official_counts():
   assert seen == set(official.RELEASED)
 
 
+@pytest.mark.parametrize('name', ['efficientnet_b0', 'efficientnet_b3'])
+def test_efficientnet_flops_are_the_official_macs_plus_elementwise_work(name):
+  """XLA counts 2 x the official multiply-accumulates (convs, classifier) plus the elementwise
+  work the official count leaves out (swish, BN, SE scaling): 3-8% more, never less."""
+  from rs.models import efficientnet, official
+  size = efficientnet.VARIANTS[name.removeprefix('efficientnet_')][2]
+  s = summary.summarize(name, size, compiled=False)
+  ratio = s['gflops'] / (2 * official.EFFICIENTNET[name][0])
+  assert s['params'] == official.PARAMS[name] and 1.03 <= ratio <= 1.08, ratio
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('name,size', [('resnetrs152', 256), ('resnetrs420', 320)])
 def test_deep_variants_flops_within_three_percent(name, size):

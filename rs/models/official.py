@@ -32,6 +32,16 @@ RELEASED = {
     ('resnetrs420', 320): (127.9, 84.4),
 }
 
+# EfficientNet at its native resolution: (multiply-accumulates in G, counted over convs and
+# the classifier, efficientnet_noisy_student.md 1.9; the paper's "FLOPs"), top-1 (paper v5
+# Table 2 = the README's AutoAugment checkpoints).
+EFFICIENTNET = {
+    'efficientnet_b0': (0.386, 77.1), 'efficientnet_b1': (0.687, 79.1),
+    'efficientnet_b2': (0.994, 80.1), 'efficientnet_b3': (1.827, 81.6),
+    'efficientnet_b4': (4.394, 82.9), 'efficientnet_b5': (10.27, 83.6),
+    'efficientnet_b6': (19.07, 84.0), 'efficientnet_b7': (37.75, 84.3),
+}
+
 # The resolution of the released checkpoint that timm ported for each name (timm's file names:
 # resnetrs101_i192_ema, resnetrs152_i256_ema, resnetrs350_i256_ema, ...; configs/rs*_i*.py;
 # EfficientNet's native resolutions): what rs.convert's imports are evaluated at.
