@@ -80,6 +80,26 @@ def test_an_efficientnet_is_benchmarked_with_its_recipe_against_timms_tf_port():
   assert benchmark.timm_name('resnetrs50') == 'resnetrs50'
 
 
+def test_compare_models_times_a_resnet_rs_and_an_efficientnet_side_by_side():
+  from rs.tools import compare_models
+  rows = compare_models.measure_pair((('resnetrs14', 32), ('efficientnet_b0', 32)), 2,
+                                     'float32', 1, 1, devices=1)
+  assert [(r['model'], r['image_size']) for r in rows] == [('resnetrs14', 32),
+                                                           ('efficientnet_b0', 32)]
+  assert rows[1]['params'] == official.PARAMS['efficientnet_b0']
+  assert all(r['ms_per_image'] > 0 and r['memory_gib'] > 0 for r in rows)
+  assert rows[1]['time_over_first'] == pytest.approx(rows[1]['ms_per_image'] /
+                                                     rows[0]['ms_per_image'])
+  table = compare_models.markdown(rows)
+  assert table.count('\n') == 3 and '| efficientnet_b0@32 |' in table
+  assert compare_models.official_top1('resnetrs101', 192) == 81.2
+  assert compare_models.official_top1('efficientnet_b3', 300) == 81.6
+  assert compare_models.parse_pairs(compare_models.DEFAULT_PAIRS)[-1] == (
+      ('resnetrs420', 320), ('efficientnet_b7', 600))
+  with pytest.raises(Exception, match='give MODEL@RESOLUTION'):
+    compare_models.parse_pairs(['resnetrs101/efficientnet_b3@300'])
+
+
 def test_median_step_times_alternates_and_takes_medians():
   calls = []
 
