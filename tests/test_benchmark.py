@@ -81,9 +81,15 @@ def test_an_efficientnet_is_benchmarked_with_its_recipe_against_timms_tf_port():
 
 
 def test_compare_models_times_a_resnet_rs_and_an_efficientnet_side_by_side():
+  """The command end to end, in its own process (two networks compiled: kept out of the test
+  worker's memory)."""
   from rs.tools import compare_models
-  rows = compare_models.measure_pair((('resnetrs14', 32), ('efficientnet_b0', 32)), 2,
-                                     'float32', 1, 1, devices=1)
+  done = subprocess.run(
+      [sys.executable, '-m', 'rs.tools.compare_models', '--pairs=resnetrs14@32/efficientnet_b0@32',
+       '--batch_size=2', '--devices=1', '--steps=1', '--rounds=1', '--json'],
+      env=process_env(devices=1), capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  rows = [json.loads(line) for line in done.stdout.splitlines()]
   assert [(r['model'], r['image_size']) for r in rows] == [('resnetrs14', 32),
                                                            ('efficientnet_b0', 32)]
   assert rows[1]['params'] == official.PARAMS['efficientnet_b0']
