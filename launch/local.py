@@ -106,6 +106,25 @@ class Cluster:
     return [p.returncode for p in self.procs]
 
 
+def process_pids(launcher_pid: int) -> dict[int, int]:
+  """{JAX_PROCESS_ID: pid} of the processes a running launcher started (read from /proc), for
+  whoever wants to signal one host of it (the tests, scripts/preemption_cost.py)."""
+  found = {}
+  for pid in map(int, filter(str.isdigit, os.listdir('/proc'))):
+    try:
+      with open(f'/proc/{pid}/stat') as f:
+        parent = int(f.read().rsplit(')', 1)[1].split()[1])
+      with open(f'/proc/{pid}/environ', 'rb') as f:
+        environ = f.read().split(b'\0')
+    except OSError:
+      continue
+    if parent == launcher_pid:
+      for item in environ:
+        if item.startswith(b'JAX_PROCESS_ID='):
+          found[int(item.split(b'=', 1)[1])] = pid
+  return found
+
+
 # How JAX 0.10.2 ends a process whose coordination service reported a dead host (rs.distributed).
 PEER_LOST_ABORT = 'the JAX distributed service detected fatal errors'
 

@@ -21,6 +21,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'launch'))
+import local  # noqa: E402  (launch/local.py: the hosts' pids)
 TRAIN = re.compile(r'\[train +(\d+)/')
 RESUMED = re.compile(r'Resumed from the checkpoint at step (\d+)')
 
@@ -67,22 +69,6 @@ class Launch:
     return time.monotonic() - since
 
 
-def process_ids(launcher_pid: int) -> dict[int, int]:
-  """JAX_PROCESS_ID -> pid of the launcher's children."""
-  found = {}
-  for pid in map(int, filter(str.isdigit, os.listdir('/proc'))):
-    try:
-      parent = int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])
-      environ = open(f'/proc/{pid}/environ', 'rb').read().split(b'\0')
-    except OSError:
-      continue
-    if parent == launcher_pid:
-      for item in environ:
-        if item.startswith(b'JAX_PROCESS_ID='):
-          found[int(item.split(b'=')[1])] = pid
-  return found
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--processes', type=int, default=2)
@@ -103,7 +89,7 @@ def main():
   run = Launch(args, f'{out}/killed', f'{out}/logs_killed1')
   run.wait_for(lambda: max(run.steps() or [0]) >= kill_at, f'step {kill_at}')
   last = max(run.steps())
-  os.kill(process_ids(run.proc.pid)[1], signal.SIGKILL)
+  os.kill(local.process_pids(run.proc.pid)[1], signal.SIGKILL)
   stopped = run.exit_seconds(time.monotonic())
   again = Launch(args, f'{out}/killed', f'{out}/logs_killed2')
   restart = again.first_step()

@@ -2,6 +2,7 @@
 multi-host run starts, stops and fails (rs.distributed): SIGTERM stops every host at one step,
 a killed host stops the others within the peer timeout, a host that never comes is one line,
 and the run resumed after all of it ends where an uninterrupted one does."""
+import importlib.util
 import json
 import os
 import re
@@ -18,6 +19,9 @@ from conftest import ROOT, process_env
 from rs import checkpoint, distributed, sharding, train
 
 LAUNCHER = os.path.join(ROOT, 'launch', 'local.py')
+_spec = importlib.util.spec_from_file_location('launch_local', LAUNCHER)
+launch_local = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(launch_local)
 STEPS = 16
 OVERRIDES = (f'--config.train_steps={STEPS}', '--config.checkpoint_every_steps=4',
              '--config.eval_every_steps=16', '--config.log_every_steps=1')
@@ -88,15 +92,9 @@ class Launch:
 
   def pid_of(self, process_id: int) -> int:
     """The launcher's child started with JAX_PROCESS_ID=process_id."""
-    for pid in map(int, filter(str.isdigit, os.listdir('/proc'))):
-      try:
-        parent = int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])
-        environ = open(f'/proc/{pid}/environ', 'rb').read().split(b'\0')
-      except OSError:
-        continue
-      if parent == self.proc.pid and f'JAX_PROCESS_ID={process_id}'.encode() in environ:
-        return pid
-    raise AssertionError(f'no process {process_id} under the launcher')
+    pids = launch_local.process_pids(self.proc.pid)
+    assert process_id in pids, f'no process {process_id} under the launcher'
+    return pids[process_id]
 
   def finish(self, timeout: float = 400) -> tuple[int, str]:
     _, err = self.proc.communicate(timeout=timeout)
