@@ -8,11 +8,17 @@ Default pairs (official top-1 in brackets): RS-101@192 (81.2) / B3@300 (81.6), R
 RS-420@320 (84.4) / B7@600 (84.3). Each network trains with its own recipe (configs/base.py,
 configs/efficientnet.py) on a fixed random batch: both of a pair are compiled, then run in
 alternating rounds (rs.tools.benchmark's timing), so a machine whose speed drifts moves both
-alike. Per network: parameters, XLA's forward GFLOPs per image, milliseconds per training image,
-and the training step's memory by XLA's analysis (arguments + outputs not donated +
-temporaries); per pair, the EfficientNet's time and memory over the ResNet-RS's.
+alike. Per network: parameters, XLA's forward GFLOPs per image, milliseconds per training image
+and per inference image (the forward alone, same batch), the training step's memory by XLA's
+analysis (arguments + outputs not donated + temporaries) and the peak resident memory of a
+process that trains that network alone (--rss; Linux: the high-water mark is reset after
+compilation, so it is the training steps' peak: weights, optimizer state, activations, the
+runtime); per pair, the second network's figures over the first's.
 """
 import json
+import os
+import subprocess
+import sys
 
 from absl import app, flags
 
@@ -24,20 +30,23 @@ DEFAULT_PAIRS = ('resnetrs101@192/efficientnet_b3@300', 'resnetrs152@256/efficie
                  'resnetrs420@320/efficientnet_b7@600')
 
 
+def parse_network(text: str) -> tuple[str, int]:
+  """'name@size' -> (name, size), checked."""
+  name, _, size = text.partition('@')
+  if name not in MODELS or not size.isdigit():
+    raise app.UsageError(f'--pairs: {text!r}: give MODEL@RESOLUTION with a registered model, '
+                         'e.g. resnetrs101@192/efficientnet_b3@300')
+  return name, int(size)
+
+
 def parse_pairs(texts) -> list[tuple[tuple[str, int], ...]]:
   """'name@size/name@size' -> ((name, size), (name, size)), checked."""
   pairs = []
   for text in texts:
-    pair = []
-    for part in text.split('/'):
-      name, _, size = part.partition('@')
-      if name not in MODELS or not size.isdigit():
-        raise app.UsageError(f'--pairs: {part!r}: give MODEL@RESOLUTION with a registered model, '
-                             'e.g. resnetrs101@192/efficientnet_b3@300')
-      pair.append((name, int(size)))
+    pair = tuple(parse_network(part) for part in text.split('/'))
     if len(pair) != 2:
       raise app.UsageError(f'--pairs: {text!r}: give two networks, A@SIZE/B@SIZE')
-    pairs.append(tuple(pair))
+    pairs.append(pair)
   return pairs
 
 
@@ -48,22 +57,71 @@ def official_top1(name: str, size: int) -> float | None:
       official.TIMM_IMAGE_SIZE.get(name) == size) else None
 
 
-def measure_pair(pair, batch_size: int, dtype: str, steps: int, rounds: int,
-                 devices: int | None = None) -> list[dict]:
-  """Both networks of `pair` compiled, then timed in alternating rounds, on the first
-  `devices` local devices (None: all)."""
+def _mesh(devices: int | None):
   import jax
 
-  from configs import base
   from rs import sharding
+  return sharding.create_mesh(jax.local_devices()[:devices] if devices else None)
+
+
+def _contender(name: str, size: int, batch_size: int, dtype: str, mesh):
+  from configs import base
+  from rs.tools import benchmark
+  config = benchmark.rs_config(base.get_config(), name, size, batch_size, dtype)
+  return benchmark.RsContender(config, mesh=mesh)
+
+
+def _status_gib(field: str) -> float:
+  """A VmHWM/VmRSS line of /proc/self/status in GiB."""
+  with open('/proc/self/status') as f:
+    kib = next(int(line.split()[1]) for line in f if line.startswith(field + ':'))
+  return kib / 2**20
+
+
+def training_peak_rss_gib(name: str, size: int, batch_size: int, dtype: str, steps: int,
+                          devices: int | None = None) -> float | None:
+  """In this process (meant to hold nothing else): the network's step compiled and run once,
+  the resident high-water mark reset (Linux /proc/self/clear_refs), `steps` more steps, the
+  mark read. None where the kernel has no resettable mark."""
+  contender = _contender(name, size, batch_size, dtype, _mesh(devices))
+  contender.train_step()
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')  # 5: reset the peak resident set size to the current one
+  except OSError:
+    return None
+  for _ in range(steps):
+    contender.train_step()
+  return _status_gib('VmHWM')
+
+
+def peak_rss_in_own_process(name: str, size: int, batch_size: int, dtype: str, steps: int,
+                            devices: int | None = None) -> float | None:
+  """training_peak_rss_gib in a fresh process (the high-water mark is per process, and this
+  one holds the other network): this command with --rss_probe."""
+  command = [sys.executable, '-m', 'rs.tools.compare_models', f'--rss_probe={name}@{size}',
+             f'--batch_size={batch_size}', f'--dtype={dtype}', f'--steps={steps}']
+  if devices:
+    command.append(f'--devices={devices}')
+  done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+  if done.returncode:
+    lines = done.stderr.strip().splitlines() or ['(no output)']
+    raise RuntimeError(f'the peak memory probe of {name}@{size} failed: {lines[-1]}')
+  return json.loads(done.stdout.strip().splitlines()[-1])['peak_rss_gib']
+
+
+def measure_pair(pair, batch_size: int, dtype: str, steps: int, rounds: int,
+                 devices: int | None = None, rss: bool = True) -> list[dict]:
+  """Both networks of `pair` compiled, then their training and inference steps timed in
+  alternating rounds, on the first `devices` local devices (None: all); with `rss`, each
+  network's training peak resident memory in a process of its own."""
   from rs.tools import benchmark, summary
-  mesh = sharding.create_mesh(jax.local_devices()[:devices] if devices else None)
-  contenders = {}
-  for name, size in pair:
-    config = benchmark.rs_config(base.get_config(), name, size, batch_size, dtype)
-    contenders[name, size] = benchmark.RsContender(config, mesh=mesh)
+  mesh = _mesh(devices)
+  contenders = {key: _contender(*key, batch_size, dtype, mesh) for key in pair}
   seconds = benchmark.median_step_times({k: c.train_step for k, c in contenders.items()},
                                         steps, rounds)
+  inference = benchmark.median_step_times(
+      {k: c.inference_step for k, c in contenders.items()}, steps, rounds)
   rows = []
   for (name, size), contender in contenders.items():
     s = summary.summarize(name, size, compiled=False)
@@ -71,24 +129,40 @@ def measure_pair(pair, batch_size: int, dtype: str, steps: int, rounds: int,
                  'params': s['params'], 'gflops_forward': s['gflops'],
                  'batch_size': batch_size, 'dtype': dtype,
                  'ms_per_image': 1e3 * seconds[name, size] / batch_size,
+                 'inference_ms_per_image': 1e3 * inference[name, size] / batch_size,
                  'compile_s': contender.train_compile_s,
                  'memory_gib': contender.memory('train')['memory_analysis_bytes'] / 2**30})
+  del contenders, contender  # their buffers freed before the probes run
+  for row in rows:
+    row['peak_rss_gib'] = (peak_rss_in_own_process(row['model'], row['image_size'], batch_size,
+                                                   dtype, steps, devices) if rss else None)
   first, second = rows
-  second['time_over_first'] = second['ms_per_image'] / first['ms_per_image']
-  second['memory_over_first'] = second['memory_gib'] / first['memory_gib']
+  for key in ('ms_per_image', 'inference_ms_per_image', 'memory_gib', 'peak_rss_gib'):
+    if first[key] and second[key]:
+      second[f'{key}_over_first'] = second[key] / first[key]
   return rows
 
 
+def _versus(row: dict, key: str) -> str:
+  ratio = row.get(f'{key}_over_first')
+  return f'{ratio:.2f}x' if ratio else ''
+
+
 def markdown(rows: list[dict]) -> str:
-  lines = ['| network (official top-1) | params | GFLOPs | ms per training image | step memory '
-           '(XLA) | time, memory vs its pair |', '|---|---|---|---|---|---|']
+  """The table of docs/performance.md: one line per network, the second of each pair with its
+  ratios to the first (training time, inference time, XLA memory, peak RSS)."""
+  lines = ['| network (official top-1) | params | GFLOPs | ms / training image | '
+           'ms / inference image | step memory (XLA) | peak RSS | vs its pair: train time, '
+           'inference, XLA memory, RSS |', '|---|---|---|---|---|---|---|---|']
   for r in rows:
     top1 = f" ({r['official_top1']})" if r['official_top1'] else ''
-    versus = (f"{r['time_over_first']:.2f}x, {r['memory_over_first']:.2f}x"
-              if 'time_over_first' in r else '')
+    rss = f"{r['peak_rss_gib']:.2f} GiB" if r.get('peak_rss_gib') else 'n/a'
+    versus = ', '.join(_versus(r, k) for k in ('ms_per_image', 'inference_ms_per_image',
+                                               'memory_gib', 'peak_rss_gib'))
     lines.append(f"| {r['model']}@{r['image_size']}{top1} | {r['params'] / 1e6:.1f}M | "
-                 f"{r['gflops_forward']:.1f} | {r['ms_per_image']:.0f} | "
-                 f"{r['memory_gib']:.2f} GiB | {versus} |")
+                 f"{r['gflops_forward']:.1f} | {r['ms_per_image']:,.0f} | "
+                 f"{r['inference_ms_per_image']:,.0f} | {r['memory_gib']:.2f} GiB | {rss} | "
+                 f"{versus if 'ms_per_image_over_first' in r else ''} |")
   return '\n'.join(lines)
 
 
@@ -99,7 +173,10 @@ def define_flags():
   flags.DEFINE_integer('steps', 2, 'Timed steps per round.')
   flags.DEFINE_integer('rounds', 2, 'Alternating rounds.')
   flags.DEFINE_integer('devices', None, 'Local devices to split the batch over (default: all).')
+  flags.DEFINE_bool('rss', True, 'Also measure each network\'s training peak resident memory, '
+                    'in a process of its own (compiles it once more).')
   flags.DEFINE_bool('json', False, 'One JSON object per network instead of a table.')
+  flags.DEFINE_string('rss_probe', None, 'Internal: MODEL@SIZE, print its training peak RSS.')
 
 
 def main(argv):
@@ -107,11 +184,17 @@ def main(argv):
   f = flags.FLAGS
   if f.batch_size < 1 or f.steps < 1 or f.rounds < 1:
     raise app.UsageError('--batch_size, --steps and --rounds: give 1 or more')
+  if f.rss_probe:
+    name, size = parse_network(f.rss_probe)
+    cli.start_jax()
+    print(json.dumps({'peak_rss_gib': training_peak_rss_gib(name, size, f.batch_size, f.dtype,
+                                                            f.steps, f.devices)}))
+    return
   pairs = parse_pairs(f.pairs)
   cli.start_jax()
   rows = []
   for pair in pairs:
-    measured = measure_pair(pair, f.batch_size, f.dtype, f.steps, f.rounds, f.devices)
+    measured = measure_pair(pair, f.batch_size, f.dtype, f.steps, f.rounds, f.devices, f.rss)
     rows += measured
     for r in measured if f.json else ():
       print(json.dumps(r), flush=True)
