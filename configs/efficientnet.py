@@ -15,18 +15,24 @@ from configs import base
 from rs.models import efficientnet
 
 
-def get_config(variant: str = 'b0'):
+def set_network(c, variant: str) -> None:
+  """`c.model` as the official EfficientNet-`variant`: the network, its dropout, drop connect
+  0.2 (linear over the blocks), BN momentum 0.99 and epsilon 1e-3. Also rs.tools.sweep's
+  EfficientNet points."""
   if variant not in efficientnet.VARIANTS:
     raise ValueError(f'variant {variant!r}: give one of {", ".join(efficientnet.VARIANTS)}, '
                      'e.g. --config=configs/efficientnet.py:b3')
-  _, _, resolution, dropout = efficientnet.VARIANTS[variant]
-  c = base.get_config()
   c.model.name = f'efficientnet_{variant}'
-  c.model.dropout_rate = dropout
+  c.model.dropout_rate = efficientnet.VARIANTS[variant][3]
   c.model.stochastic_depth_rate = 0.2
   c.model.bn_momentum = 0.99
   c.model.bn_epsilon = 1e-3
-  c.data.image_size = resolution
+
+
+def get_config(variant: str = 'b0'):
+  c = base.get_config()
+  set_network(c, variant)
+  c.data.image_size = efficientnet.VARIANTS[variant][2]
   c.data.randaugment_layers = 0
   c.batch_size = 2048
   c.train_epochs = 350.0

@@ -21,10 +21,14 @@ def resolution(variant: str) -> int:
   return int(round(224 * math.sqrt(native / 224) / 32) * 32)
 
 
+def randaugment_magnitude(image_size: int) -> int:
+  """The paper's rule for EfficientNet-RS (also rs.tools.sweep's EfficientNet points)."""
+  return 10 if image_size <= 224 else 15 if image_size <= 320 else 20
+
+
 def get_config(variant: str = 'b0'):
   c = official.get_config(variant)
   c.data.image_size = resolution(variant)
   c.data.randaugment_layers = 2
-  c.data.randaugment_magnitude = (10 if c.data.image_size <= 224 else
-                                  15 if c.data.image_size <= 320 else 20)
+  c.data.randaugment_magnitude = randaugment_magnitude(c.data.image_size)
   return c

@@ -54,10 +54,44 @@ def test_regularization_rule_gives_every_released_config(name):
 def test_unknown_depth_is_a_clear_error(tiny):
   with pytest.raises(UserError, match='51 is not registered'):
     sweep.expand(tiny(), (1.0,), (51,), (32,), (1,))
+  with pytest.raises(UserError, match="--models: unknown model 'efficientnet_b9'"):
+    sweep.expand(tiny(), (1.0,), (), (32,), (1,), models=('efficientnet_b9',))
+  with pytest.raises(UserError, match='both empty'):
+    sweep.expand(tiny(), (1.0,), (), (32,), (1,))
+
+
+def test_efficientnets_join_the_grid_with_their_official_definition(tiny):
+  """--models: EfficientNet points beside ResNet-RS ones; a width relative to the variant's own
+  (B3 at width 1 is B3's 1.2), the variant's official dropout/drop connect/BN, and
+  EfficientNet-RS's RandAugment rule as the paper states it (10 to 224px, 15 to 320, 20 above)."""
+  base = tiny()
+  base.data.randaugment_layers = 2
+  points = sweep.expand(base, (0.5, 1.0), (26,), (224, 256, 352), (2,),
+                        models=('efficientnet_b0', 'efficientnet_b3'))
+  names = [p.name for p, _ in points]
+  assert len(names) == len(set(names)) == 3 * 2 * 3
+  assert 'w0.5_d26_r224_e2' in names and 'efficientnet_b3_w1_r256_e2' in names
+  by_name = dict((p.name, c) for p, c in points)
+  b3 = by_name['efficientnet_b3_w1_r352_e2']
+  assert b3.model.name == 'efficientnet_b3' and b3.model.width_multiplier == 1.2
+  assert (b3.model.dropout_rate, b3.model.stochastic_depth_rate) == (0.3, 0.2)
+  assert (b3.model.bn_momentum, b3.model.bn_epsilon) == (0.99, 1e-3)
+  assert b3.model.stage_sizes is None
+  assert by_name['efficientnet_b0_w0.5_r224_e2'].model.width_multiplier == 0.5
+  assert [by_name[f'efficientnet_b0_w1_r{r}_e2'].data.randaugment_magnitude
+          for r in (224, 256, 352)] == [10, 15, 20]
+  # The ResNet-RS points are unchanged by the EfficientNets beside them.
+  assert by_name['w1_d26_r256_e2'].model.name == 'resnetrs26'
+  assert by_name['w1_d26_r256_e2'].model.bn_epsilon == base.model.bn_epsilon
+  # Every config builds its network (the registry refuses fields foreign to a family).
+  from rs import validate
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  for _, config in points:
+    validate.check_config(config, mesh)
 
 
 def _run(name, ms, top1, epochs=10.0):
-  return pareto.Run(name, 50, 1.0, 160, epochs, top1, 1, 1.0, ms, None)
+  return pareto.Run(name, 'resnetrs50', 1.0, 160, epochs, top1, 1, 1.0, ms, None)
 
 
 def test_frontier_keeps_the_runs_nothing_beats():
@@ -94,6 +128,17 @@ def test_mini_sweep_trains_benchmarks_and_plots(tiny, tmp_path, monkeypatch):
   monkeypatch.setattr(train, 'train_and_evaluate', lambda *a, **k: pytest.fail('retrained'))
   sweep.run(points, out, benchmark=True, num_classes=10, mesh=one_device)
 
+  # An EfficientNet's run beside them (its files as a sweep writes them; the training of an
+  # EfficientNet is tests/test_efficientnet.py's): both families in one set of figures.
+  effnet = os.path.join(out, 'efficientnet_b0_w0.125_r24_e0.06')
+  shutil.copytree(os.path.join(out, points[0][0].name), effnet)
+  config = json.load(open(os.path.join(effnet, 'config.json')))
+  config['model'].update(name='efficientnet_b0', width_multiplier=0.125, stage_sizes=None)
+  json.dump(config, open(os.path.join(effnet, 'config.json'), 'w'))
+  run = pareto.load_run(effnet)
+  assert (run.model, run.width) == ('efficientnet_b0', 0.125)
+  assert pareto.label(run.model) == 'B0' and pareto.label('resnetrs26') == 'RS-26'
+
   figures = str(tmp_path / 'figures')
   proc = subprocess.run([sys.executable, '-m', 'rs.tools.pareto', f'--runs={out}', f'--out={figures}'],
                         capture_output=True, text=True, timeout=300)
@@ -104,4 +149,7 @@ def test_mini_sweep_trains_benchmarks_and_plots(tiny, tmp_path, monkeypatch):
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   table = open(os.path.join(figures, 'pareto.md')).read()
   assert all(point.name in table for point, _ in points)
-  assert table.count('\n| ') == len(points)  # one row per run (the header is the first line)
+  rows = [[c.strip(' *') for c in line.split('|')[1:-1]] for line in table.splitlines()[2:]
+          if line.startswith('| ')]
+  assert ['efficientnet_b0', '0.125'] in [row[1:3] for row in rows]
+  assert table.count('\n| ') == len(points) + 1  # one row per run (the header is the first line)

@@ -6,17 +6,22 @@
 config.json (the network and its training), eval.json (the last evaluation; top-1 of the EMA
 weights where the run kept an EMA, else of the raw ones) and benchmark.jsonl (rs.tools.benchmark:
 training-step latency and memory, FLOPs, params); runs lacking either file are listed and
-skipped. It writes to --out:
+skipped. Any registered networks may be mixed (ResNet-RS beside EfficientNet: the paper's
+Figure 5 in kind). It writes to --out:
   accuracy_vs_latency.png  top-1 against training-step time per image, the Pareto frontier of
                            each epoch regime marked (no other run is both faster and better);
   accuracy_vs_memory.png   top-1 against the train step's memory;
   error_vs_flops.png       top-1 error against forward FLOPs (log-log);
   scaling_curves.png       one panel per epoch regime and resolution: top-1 against latency,
-                           a solid line through the depths of each width (depth scaling) and a
-                           dashed one through the widths of each depth (width scaling);
+                           a solid line through the networks of each family at each width
+                           (depth scaling) and a dashed one through the widths of each network
+                           (width scaling);
   pareto.md                a markdown table of every run, frontier runs in bold.
-In the first three, points are coloured by training epochs, shaped by depth and sized by
-width; hollow points are the lower resolutions, so every scaling axis can be told apart.
+In the first three, points are coloured by training epochs, shaped by network (a depth of
+ResNet-RS, an EfficientNet variant) and sized by width; hollow points are the lower resolutions,
+so every scaling axis can be told apart. In scaling_curves.png the solid line of a width runs
+through one family's networks in order (ResNet-RS depths: depth scaling; EfficientNet B0 -> B7:
+its compound scaling).
 """
 import dataclasses
 import json
@@ -31,8 +36,8 @@ from rs.errors import UserError
 @dataclasses.dataclass
 class Run:
   name: str
-  depth: int
-  width: float
+  model: str  # the registered network
+  width: float  # relative to the registered network's width
   resolution: int
   epochs: float
   top1: float
@@ -43,9 +48,19 @@ class Run:
   frontier: bool = False
 
 
-def _depth(model_name: str) -> int:
-  digits = ''.join(ch for ch in model_name if ch.isdigit())
-  return int(digits) if digits else 0
+def label(model: str) -> str:
+  """A short name for plots: RS-50, R-50 (vanilla), B3 (EfficientNet)."""
+  for prefix, short in (('resnetrs', 'RS-'), ('resnet', 'R-'), ('efficientnet_b', 'B')):
+    if model.startswith(prefix):
+      return short + model[len(prefix):]
+  return model
+
+
+def network_order(model: str) -> tuple[str, int]:
+  """Family, then size within it: the order of a scaling line."""
+  from rs.models import registry
+  digits = ''.join(ch for ch in model if ch.isdigit())
+  return registry.family(model).__name__ + model.rstrip('0123456789'), int(digits or 0)
 
 
 def load_run(workdir: str) -> Run | None:
@@ -60,10 +75,13 @@ def load_run(workdir: str) -> Run | None:
   bench = {r['measurement']: r
            for r in map(json.loads, (run / 'benchmark.jsonl').read_text().splitlines())}
   train = bench['rs/train']
-  width = config['model'].get('width_multiplier') or 1.0
+  from rs.models import MODELS
+  model = config['model']['name']
+  registered_width = MODELS.get(model, {}).get('width_multiplier', 1.0)
+  width = (config['model'].get('width_multiplier') or registered_width) / registered_width
   return Run(
       name=os.path.basename(os.path.normpath(workdir)),
-      depth=_depth(config['model']['name']), width=float(width),
+      model=model, width=round(float(width), 6),
       resolution=config['data']['image_size'],
       # The nominal length (1, 4, 350) labels the regime; a run given in steps: its last epoch.
       epochs=config.get('train_epochs') or last['epoch'],
@@ -114,10 +132,10 @@ def mark_frontier(runs: list[Run]) -> None:
 
 
 def table(runs: list[Run]) -> str:
-  lines = ['| run | depth | width | resolution | epochs | params | GFLOPs | train ms / image | '
+  lines = ['| run | network | width | resolution | epochs | params | GFLOPs | train ms / image | '
            'memory MiB | top-1 |', '|' + '---|' * 10]
   for r in sorted(runs, key=lambda r: (r.epochs, -r.top1)):
-    cells = [r.name, r.depth, f'{r.width:g}', r.resolution, f'{r.epochs:g}', f'{r.params:,}',
+    cells = [r.name, r.model, f'{r.width:g}', r.resolution, f'{r.epochs:g}', f'{r.params:,}',
              f'{r.gflops:.3g}', f'{r.train_ms_per_image:.3g}',
              f'{r.memory_bytes / 2**20:.0f}' if r.memory_bytes else '-', f'{100 * r.top1:.2f}%']
     if r.frontier:
@@ -135,12 +153,12 @@ def plot(runs: list[Run], out: str) -> list[str]:
   from rs import rundir
   rundir.path(out).mkdir(parents=True, exist_ok=True)
   regimes = sorted({_regime(r) for r in runs})
-  depths = sorted({r.depth for r in runs})
+  models = sorted({r.model for r in runs}, key=network_order)
   widths = sorted({r.width for r in runs})
   top_resolution = max(r.resolution for r in runs)
   cycle = plt.rcParams['axes.prop_cycle'].by_key()['color']
   colors = dict(zip(regimes, cycle))
-  markers = dict(zip(depths, 'osD^v<>ph*'))
+  markers = {m: 'osD^v<>ph*XP'[i % 12] for i, m in enumerate(models)}
   sizes = {w: 24 * 1.8**i for i, w in enumerate(widths)}
   figures = {
       'accuracy_vs_latency.png': (lambda r: r.train_ms_per_image, lambda r: 100 * r.top1,
@@ -163,7 +181,7 @@ def plot(runs: list[Run], out: str) -> list[str]:
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for r in runs:
       color = colors[_regime(r)]
-      ax.scatter(x(r), y(r), marker=markers[r.depth], s=sizes[r.width], edgecolors=color,
+      ax.scatter(x(r), y(r), marker=markers[r.model], s=sizes[r.width], edgecolors=color,
                  facecolors=color if r.resolution == top_resolution else 'none', linewidths=1.2)
     if filename == 'accuracy_vs_latency.png':
       for regime in regimes:
@@ -177,8 +195,8 @@ def plot(runs: list[Run], out: str) -> list[str]:
       _plain_log_axis(ax.yaxis)
     for regime in regimes:
       ax.scatter([], [], color=colors[regime], marker='s', label=_epochs_label(regime))
-    for depth in depths:
-      ax.scatter([], [], color='gray', marker=markers[depth], label=f'depth {depth}')
+    for model in models:
+      ax.scatter([], [], color='gray', marker=markers[model], label=label(model))
     for width in widths:
       ax.scatter([], [], color='gray', marker='o', s=sizes[width], label=f'width {width:g}')
     if len({r.resolution for r in runs}) > 1:
@@ -189,14 +207,18 @@ def plot(runs: list[Run], out: str) -> list[str]:
     ax.grid(alpha=0.3, which='both')
     ax.legend(fontsize=7, loc='best')
     paths.append(save(fig, filename))
-  paths.append(save(_scaling_curves(plt, runs, regimes, depths, widths, cycle),
+  paths.append(save(_scaling_curves(plt, runs, regimes, models, widths, cycle),
                     'scaling_curves.png'))
   return paths
 
 
-def _scaling_curves(plt, runs, regimes, depths, widths, cycle):
-  """Top-1 against latency per regime (rows) and resolution (columns): depth scaling at each
-  width (solid, one colour per width), width scaling at each depth (dashed, grey)."""
+def _scaling_curves(plt, runs, regimes, models, widths, cycle):
+  """Top-1 against latency per regime (rows) and resolution (columns): depth (or compound)
+  scaling of each family at each width (solid, one colour per width), width scaling of each
+  network (dashed, grey)."""
+  families = {}
+  for model in models:  # already in network_order
+    families.setdefault(network_order(model)[0], []).append(model)
   resolutions = sorted({r.resolution for r in runs})
   fig, axes = plt.subplots(len(regimes), len(resolutions), squeeze=False, sharex=True,
                            figsize=(4.2 * len(resolutions), 3.4 * len(regimes)))
@@ -204,22 +226,23 @@ def _scaling_curves(plt, runs, regimes, depths, widths, cycle):
   for row, regime in enumerate(regimes):
     for col, resolution in enumerate(resolutions):
       ax = axes[row][col]
-      cell = {(r.width, r.depth): r for r in runs
+      cell = {(r.width, r.model): r for r in runs
               if _regime(r) == regime and r.resolution == resolution}
       if not cell:  # a regime run at some resolutions only
         ax.set_visible(False)
         continue
       for width in widths:
-        line = [cell[(width, d)] for d in depths if (width, d) in cell]
-        ax.plot([r.train_ms_per_image for r in line], [100 * r.top1 for r in line], '-o',
-                color=width_colors[width], ms=4, label=f'width {width:g}, depth ' +
-                '\u2192'.join(str(d) for d in depths))
-      for depth in depths:
-        line = [cell[(w, depth)] for w in widths if (w, depth) in cell]
+        for style, family in zip(('-o', '-s', '-^', '-D'), families.values()):
+          line = [cell[(width, m)] for m in family if (width, m) in cell]
+          ax.plot([r.train_ms_per_image for r in line], [100 * r.top1 for r in line], style,
+                  color=width_colors[width], ms=4, label=f'width {width:g}, ' +
+                  '\u2192'.join(label(m) for m in family))
+      for model in models:
+        line = [cell[(w, model)] for w in widths if (w, model) in cell]
         ax.plot([r.train_ms_per_image for r in line], [100 * r.top1 for r in line], '--',
                 color='gray', lw=0.8)
         if line:
-          ax.annotate(f'd{depth}', (line[0].train_ms_per_image, 100 * line[0].top1),
+          ax.annotate(label(model), (line[0].train_ms_per_image, 100 * line[0].top1),
                       fontsize=7, textcoords='offset points', xytext=(3, 3))
       ax.set_xscale('log')
       _plain_log_axis(ax.xaxis)
@@ -229,7 +252,7 @@ def _scaling_curves(plt, runs, regimes, depths, widths, cycle):
         ax.set_xlabel('training step, ms per image')
       if col == 0:
         ax.set_ylabel('top-1 (%)')
-  axes[0][0].plot([], [], '--', color='gray', lw=0.8, label='width scaling at one depth')
+  axes[0][0].plot([], [], '--', color='gray', lw=0.8, label='width scaling of one network')
   axes[0][0].legend(fontsize=7)
   fig.tight_layout()
   return fig

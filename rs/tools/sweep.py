@@ -3,17 +3,25 @@ runnable configs, and a launcher that trains and benchmarks any subset, one afte
 
   python -m rs.tools.sweep --config=configs/fashion_mnist.py --out=runs/scaling \
       --widths=0.25,0.5,1 --depths=26,50,101 --resolutions=28,32 --epochs=2,8 [--only=GLOB]
-      [--benchmark] [--dry_run]
+      [--models=efficientnet_b0,efficientnet_b1] [--benchmark] [--dry_run]
 
-Each point gets its own workdir OUT/NAME (NAME = w{width}_d{depth}_r{resolution}_e{epochs}),
-so an interrupted sweep resumes where it stopped (finished runs only report their evaluation)
-and rs.tools.pareto reads the results: python -m rs.tools.pareto --runs=OUT --out=docs/scaling.
+Each point gets its own workdir OUT/NAME (NAME = w{width}_d{depth}_r{resolution}_e{epochs} for
+ResNet-RS, {model}_w{width}_r{resolution}_e{epochs} for --models), so an interrupted sweep
+resumes where it stopped (finished runs only report their evaluation) and rs.tools.pareto reads
+the results: python -m rs.tools.pareto --runs=OUT --out=docs/scaling.
 
 The paper's grid (`PAPER_GRID`) is the default. Regularisation grows with the model as in the
 released configs (facts sheet 2.1), the only public statement of the paper's rule:
 RandAugment magnitude 10 up to 160px and 15 above (where the base config uses RandAugment);
 stochastic depth 0.1 from depth 200 on; dropout 0.4 from 320px on depth 350 and more, else 0.25.
 --regularize=false keeps the base config's values everywhere.
+
+--models adds any other registered networks to the grid, e.g. EfficientNets beside ResNet-RS
+(the paper's Figure 5 in kind). Every point trains with the base config's recipe; a width is
+relative to the registered network's own (EfficientNet-B3 at width 1 is B3). An EfficientNet
+keeps its official definition (configs/efficientnet.py: dropout, drop connect, BN), and
+--regularize sets its RandAugment magnitude by EfficientNet-RS's rule (10 up to 224px, 15 up
+to 320, 20 above). Other networks (e.g. a vanilla resnet50) keep the base config's values.
 """
 import copy
 import dataclasses
@@ -27,7 +35,7 @@ from ml_collections import config_flags
 
 from rs import cli
 from rs.errors import UserError
-from rs.models import MODELS
+from rs.models import MODELS, registry
 
 PAPER_GRID = {
     'widths': (0.25, 0.5, 1.0, 1.5, 2.0),
@@ -39,14 +47,21 @@ PAPER_GRID = {
 
 @dataclasses.dataclass(frozen=True)
 class Point:
-  width: float
-  depth: int
+  model: str  # a registered network
+  width: float  # relative to the registered network's width
   resolution: int
   epochs: float
 
   @property
+  def depth(self) -> int | None:
+    """A ResNet-RS point's depth (None for other networks)."""
+    return int(self.model[len('resnetrs'):]) if self.model.startswith('resnetrs') else None
+
+  @property
   def name(self) -> str:
-    return f'w{self.width:g}_d{self.depth}_r{self.resolution}_e{self.epochs:g}'
+    network = f'd{self.depth}' if self.depth else self.model
+    first, rest = (f'w{self.width:g}', network) if self.depth else (network, f'w{self.width:g}')
+    return f'{first}_{rest}_r{self.resolution}_e{self.epochs:g}'
 
 
 def regularization(depth: int, resolution: int) -> dict:
@@ -61,18 +76,21 @@ def regularization(depth: int, resolution: int) -> dict:
 
 def configure(base, point: Point, regularize: bool = True):
   """`base` (a training config) changed to train the point's network."""
-  model = f'resnetrs{point.depth}'
-  if model not in MODELS:
-    depths = sorted(int(n[len('resnetrs'):]) for n in MODELS if n.startswith('resnetrs'))
-    raise UserError(f'--depths: {point.depth} is not registered; use some of {depths}')
   c = copy.deepcopy(base)
-  c.model.name = model
-  c.model.stage_sizes = None  # the depth's registered layout, not the base config's
-  c.model.width_multiplier = point.width
+  c.model.stage_sizes = None  # the network's registered layout, not the base config's
   c.data.image_size = point.resolution
   c.train_epochs = float(point.epochs)
   c.train_steps = None
-  if regularize:
+  registered_width = MODELS[point.model].get('width_multiplier', 1.0)
+  c.model.width_multiplier = registered_width * point.width
+  if registry.family(point.model) is registry.EfficientNet:
+    from configs import efficientnet, efficientnet_rs
+    efficientnet.set_network(c, point.model.removeprefix('efficientnet_'))
+    if regularize and c.data.randaugment_layers:
+      c.data.randaugment_magnitude = efficientnet_rs.randaugment_magnitude(point.resolution)
+    return c
+  c.model.name = point.model
+  if regularize and point.depth:
     r = regularization(point.depth, point.resolution)
     c.model.dropout_rate = r['dropout_rate']
     c.model.stochastic_depth_rate = r['stochastic_depth_rate']
@@ -81,16 +99,36 @@ def configure(base, point: Point, regularize: bool = True):
   return c
 
 
+def networks(depths, models=()) -> list[str]:
+  """The grid's networks: ResNet-RS at each depth, then `models`; each checked."""
+  names = []
+  for depth in depths:
+    if f'resnetrs{depth}' not in MODELS:
+      known = sorted(int(n[len('resnetrs'):]) for n in MODELS if n.startswith('resnetrs'))
+      raise UserError(f'--depths: {depth} is not registered; use some of {known}')
+    names.append(f'resnetrs{depth}')
+  for name in models:
+    try:
+      registry.check_name(name)
+    except UserError as e:
+      raise UserError(f'--models: {e}') from None
+    names.append(name)
+  if not names:
+    raise UserError('--depths and --models are both empty: give at least one network')
+  return names
+
+
 def expand(base, widths, depths, resolutions, epochs, only: str = '*',
-           regularize: bool = True) -> list[tuple[Point, object]]:
+           regularize: bool = True, models=()) -> list[tuple[Point, object]]:
   """Every (point, config) of the grid whose name matches the glob `only`, cheapest first
-  (epochs, then depth, width, resolution), so short runs report early."""
+  (epochs, then network, width, resolution), so short runs report early."""
   for flag, values in (('widths', widths), ('resolutions', resolutions), ('epochs', epochs)):
     if not values or any(not v > 0 for v in values):
       raise UserError(f'--{flag}={",".join(f"{v:g}" for v in values)}: give values above 0')
-  points = sorted((Point(float(w), int(d), int(r), float(e))
-                   for e in epochs for d in depths for w in widths for r in resolutions),
-                  key=lambda p: (p.epochs, p.depth, p.width, p.resolution))
+  order = networks(depths, models)
+  points = sorted((Point(m, float(w), int(r), float(e))
+                   for e in epochs for m in order for w in widths for r in resolutions),
+                  key=lambda p: (p.epochs, order.index(p.model), p.width, p.resolution))
   return [(p, configure(base, p, regularize)) for p in points if fnmatch.fnmatch(p.name, only)]
 
 
@@ -141,7 +179,10 @@ def define_flags():
   config_flags.DEFINE_config_file('config', None, 'The base training config.')
   flags.DEFINE_string('out', None, 'Parent directory of the runs (local or gs://).')
   flags.DEFINE_list('widths', list(map(str, PAPER_GRID['widths'])), 'Width multipliers.')
-  flags.DEFINE_list('depths', list(map(str, PAPER_GRID['depths'])), 'Registered depths.')
+  flags.DEFINE_list('depths', list(map(str, PAPER_GRID['depths'])), 'Registered ResNet-RS '
+                    'depths (empty: none).')
+  flags.DEFINE_list('models', [], 'Other registered networks for the grid, e.g. '
+                    'efficientnet_b0,efficientnet_b1.')
   flags.DEFINE_list('resolutions', list(map(str, PAPER_GRID['resolutions'])), 'Image sizes.')
   flags.DEFINE_list('epochs', list(map(str, PAPER_GRID['epochs'])), 'Training epochs.')
   flags.DEFINE_string('only', '*', 'Glob on run names, e.g. "*_e10" or "w1_d50_*".')
@@ -158,7 +199,8 @@ def main(argv):
   f = flags.FLAGS
   try:
     points = expand(f.config, _floats(f.widths), [int(d) for d in f.depths],
-                    [int(r) for r in f.resolutions], _floats(f.epochs), f.only, f.regularize)
+                    [int(r) for r in f.resolutions], _floats(f.epochs), f.only, f.regularize,
+                    f.models)
   except ValueError as e:
     raise app.UsageError(str(e))
   if not points:
