@@ -4,7 +4,9 @@
 #   bash scripts/benchmark.sh            # everything (an hour or more on a 2-core CPU)
 #   bash scripts/benchmark.sh train      # only the RS-50@160 train/inference vs timm runs
 #   bash scripts/benchmark.sh precision  # does the faster CPU setting still train the same?
-#   bash scripts/benchmark.sh gpu        # RS-50@160 and RS-350@256 bf16 vs timm on a GPU
+#   bash scripts/benchmark.sh pairs      # ResNet-RS vs EfficientNet at matched accuracy (hours)
+#   bash scripts/benchmark.sh gpu        # RS-50@160 and RS-350@256 bf16 vs timm, and the
+#                                        # ResNet-RS/EfficientNet pairs, on a GPU
 #   bash scripts/benchmark.sh slow       # only the slow tests
 #   bash scripts/benchmark.sh input DIR  # only the input pipeline, on DIR/train/CLASS/*.jpg
 set -euo pipefail
@@ -22,6 +24,15 @@ if [ "$what" = all ] || [ "$what" = train ]; then
     $PY -m rs.tools.benchmark --model=resnetrs50 --image_size=160 --batch_size=32 --dtype="$dtype" \
         --devices="1,$(nproc)" --compare=timm --json | tee "$out/rs50_i160_b32_$dtype.jsonl"
   done
+fi
+
+if [ "$what" = all ] || [ "$what" = pairs ]; then
+  # docs/performance.md's Table-3-style comparison: the two smaller pairs at 2 timed steps per
+  # round, the three larger (seconds to a minute per image on a CPU) at 1.
+  $PY -m rs.tools.compare_models --pairs=resnetrs101@192/efficientnet_b3@300,resnetrs152@256/efficientnet_b4@380 \
+      --batch_size=2 --json | tee "$out/pairs_small.jsonl"
+  $PY -m rs.tools.compare_models --pairs=resnetrs270@256/efficientnet_b5@456,resnetrs350@256/efficientnet_b6@528,resnetrs420@320/efficientnet_b7@600 \
+      --batch_size=2 --steps=1 --json | tee "$out/pairs_large.jsonl"
 fi
 
 if [ "$what" = all ] || [ "$what" = precision ]; then
@@ -59,6 +70,10 @@ if [ "$what" = gpu ]; then
   $PY -m rs.tools.benchmark --model=resnetrs350 --image_size=256 --batch_size=64 --dtype=bfloat16 \
       --compare=timm --timm_modes="${RS350_TIMM_MODES:-eager,compiled}" --steps=10 --rounds=3 \
       --json | tee "$out/gpu_resnetrs350_i256_bf16.jsonl"
+  # The five ResNet-RS/EfficientNet pairs of docs/performance.md in bf16; memory is XLA's
+  # analysis of each step (the host's resident memory says nothing about a GPU's: --norss).
+  $PY -m rs.tools.compare_models --batch_size="${PAIRS_BATCH:-32}" --dtype=bfloat16 --steps=5 \
+      --rounds=3 --norss --json | tee "$out/gpu_pairs_bf16.jsonl"
 fi
 
 if [ "$what" = all ] || [ "$what" = input ]; then
