@@ -4,6 +4,11 @@ Fine-tuning takes a network trained on one task (an rs run exported by rs.export
 weights converted by rs.convert) to another: the classifier is replaced (`init_skip`), the
 backbone can be frozen or trained slower (`optimizer.param_groups`). Parameters are named by
 their path, e.g. 'stage4_block3/conv2/conv/kernel' or 'head/kernel'.
+
+A 2D network's weights start a 3D one of the same layout (rs/models/resnet3d.py): each 2D
+kernel is inflated over time (I3D's rule: repeated over the temporal extent and divided by it),
+so on a clip that repeats one image every frame computes what the 2D network computed on the
+image, away from the clip's ends (where the temporal padding is zeros).
 """
 import logging
 import re
@@ -30,6 +35,15 @@ def _listing(names, limit: int = 8) -> str:
   return ', '.join(names[:limit]) + more
 
 
+def inflate(kernel, shape) -> np.ndarray | None:
+  """A 2D conv kernel (kh, kw, in, out) as the 3D kernel of `shape` (kt, kh, kw, in, out):
+  repeated kt times over time and divided by kt. None where `shape` is not such an inflation."""
+  kernel = np.asarray(kernel)
+  if len(shape) != kernel.ndim + 1 or kernel.ndim != 4 or tuple(shape[1:]) != kernel.shape:
+    return None
+  return (np.repeat(kernel[None], shape[0], axis=0) / shape[0]).astype(kernel.dtype)
+
+
 def merge(initial, saved, skip: str | None = None):
   """`initial` (a freshly initialised variables tree) with every leaf that `saved` has taken
   from `saved`, except those whose name matches the regex `skip` (kept as initialised).
@@ -48,6 +62,12 @@ def merge(initial, saved, skip: str | None = None):
   unexpected = set(found) - set(wanted)
   misshapen = {n for n in set(wanted) & set(found) - skipped
                if tuple(np.shape(found[n])) != tuple(np.shape(wanted[n]))}
+  adapted = {}
+  for n in misshapen:
+    inflated = inflate(found[n], np.shape(wanted[n]))
+    if inflated is not None:
+      adapted[n] = inflated
+  misshapen -= set(adapted)
   if missing or misshapen:
     problems = []
     if misshapen:
@@ -59,15 +79,19 @@ def merge(initial, saved, skip: str | None = None):
     raise WeightsMismatch('; '.join(problems) + ' - set --config.init_skip to a regex of the '
                           "parameters to keep freshly initialised (e.g. '^head/' for a new "
                           'classifier), or check the model')
+  found = {**found, **adapted}
   merged = jax.tree_util.tree_map_with_path(
       lambda p, x: x if path_name(p) in skipped else found[path_name(p)], initial)
   report = {'loaded': sorted(set(wanted) - skipped), 'skipped': sorted(skipped),
-            'unexpected': sorted(unexpected)}
+            'unexpected': sorted(unexpected), 'inflated': sorted(adapted)}
   return merged, report
 
 
 def log_report(report: dict, source: str) -> None:
   logging.info('Loaded %d arrays from %s.', len(report['loaded']), source)
+  if report.get('inflated'):
+    logging.info('Inflated %d 2D kernels over time (repeated, divided by the temporal extent): '
+                 '%s', len(report['inflated']), _listing(report['inflated'], 8))
   if report['skipped']:
     logging.info('Kept freshly initialised (init_skip): %s', _listing(report['skipped'], 20))
   if report['unexpected']:

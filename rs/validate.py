@@ -136,6 +136,11 @@ def _check_model(config) -> None:
     _fail('model.name', name, f'not a registered model; {hint}set --config.model.name to '
           f'resnetrsD (ResNet-RS) or resnetD (plain ResNet), D in {depths}, or '
           'efficientnet_b0 ... efficientnet_b7')
+  if registry.family(name) is registry.ResNet3D:
+    # Until the video input exists (rs.data grows clips next), say so instead of failing
+    # inside the network on an image batch.
+    _fail('model.name', name, 'a 3D network for video clips; rs trains it from a notebook '
+          '(rs.models.create_model) until the video input lands: use a 2D model here')
   foreign = sorted(k for k, v in config.model.items()
                    if k != 'name' and v is not None and k not in registry.fields_of(name))
   if foreign:

@@ -45,6 +45,8 @@ def files(tmp_path_factory):
 # (command, arguments, a fragment of the error line). {name} is a path from `files`.
 CASES = [
     # Config files and fields (rs.main; every command with a --config parses it the same way).
+    ('rs.main', [f'--config={TINY}', '--workdir={tmp}/w', '--config.model.name=resnet3d_rs50'],
+     'a 3D network for video clips'),
     ('rs.main', [f'--config={TINY}', '--workdir={tmp}/w', '--config.batch_sise=8'],
      'the config has no field batch_sise; did you mean --config.batch_size?'),
     ('rs.main', [f'--config={TINY}', '--workdir={tmp}/w', '--config.model.nme=x'],

@@ -35,6 +35,25 @@ def test_matches_xla_convolution_and_its_gradients(size, kernel, strides, paddin
     np.testing.assert_allclose(g, h, rtol=1e-4, atol=1e-5 * float(jnp.abs(h).max()))
 
 
+@pytest.mark.parametrize('kernel,strides', [((1, 1, 1), (1, 1, 1)), ((1, 1, 1), (1, 2, 2)),
+                                            ((3, 1, 1), (1, 1, 1)), ((1, 3, 3), (1, 2, 2))])
+def test_clip_convolutions_match_xla(kernel, strides):
+  """Clips (N, T, H, W, C): 1x1x1 kernels become matmuls (strided: subsampled first), the
+  rest pass through; values and both gradients equal XLA's 3D convolution."""
+  ndhwc = ('NDHWC', 'DHWIO', 'NDHWC')
+  kx, kw = jax.random.split(jax.random.key(sum(kernel) + sum(strides)))
+  x = jax.random.normal(kx, (2, 4, 7, 6, 5))
+  w = jax.random.normal(kw, (*kernel, 5, 6))
+  loss = lambda conv: lambda x, w: jnp.sum(jnp.sin(conv(x, w, strides, 'SAME',
+                                                        dimension_numbers=ndhwc)))
+  want = lax.conv_general_dilated(x, w, strides, 'SAME', dimension_numbers=ndhwc)
+  got = convolution.matmul_friendly_conv(x, w, strides, 'SAME', dimension_numbers=ndhwc)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  for g, h in zip(jax.grad(loss(convolution.matmul_friendly_conv), (0, 1))(x, w),
+                  jax.grad(loss(lax.conv_general_dilated), (0, 1))(x, w)):
+    np.testing.assert_allclose(g, h, rtol=1e-4, atol=1e-5 * float(jnp.abs(h).max()))
+
+
 def test_network_outputs_do_not_depend_on_the_lowering():
   kw = dict(width_multiplier=0.25, stage_sizes=(1, 1, 1, 1), num_classes=10)
   native = create_model('resnetrs50', conv_lowering='native', **kw)

@@ -1,4 +1,4 @@
-"""How a 2D convolution is lowered: XLA's own convolution, or forms that XLA:CPU runs faster.
+"""How a convolution is lowered: XLA's own convolution, or forms that XLA:CPU runs faster.
 
 The network's parameters and numbers do not depend on the choice (tests/test_convolution.py
 compares every form with `lax.conv_general_dilated`, values and gradients); only the program
@@ -35,9 +35,9 @@ def _pads(padding, shape, kernel, strides):
 
 
 def pointwise(x, kernel, strides):
-  """A 1x1 convolution as a matmul over channels (strides subsample first)."""
-  x = x[:, ::strides[0], ::strides[1], :]
-  return jnp.einsum('nhwc,co->nhwo', x, kernel[0, 0])
+  """A 1x1 (or 1x1x1) convolution as a matmul over channels (strides subsample first)."""
+  x = x[(slice(None), *(slice(None, None, s) for s in strides), slice(None))]
+  return jnp.einsum('...c,co->...o', x, kernel.reshape(kernel.shape[-2:]))
 
 
 def space_to_depth_conv(x, kernel, pads):
@@ -69,20 +69,22 @@ def matmul_friendly_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          batch_group_count=1, precision=None, preferred_element_type=None,
                          space_to_depth=True):
-  """Drop-in for `lax.conv_general_dilated` as flax's nn.Conv calls it (NHWC, HWIO).
+  """Drop-in for `lax.conv_general_dilated` as flax's nn.Conv calls it (NHWC, HWIO; NTHWC,
+  THWIO for clips).
 
-  1x1 kernels become matmuls, stride-2 kernels space-to-depth convolutions; anything else
-  (dilation, groups, 3D, stride 1) is passed through unchanged.
+  1x1 (1x1x1) kernels become matmuls, 2D stride-2 kernels space-to-depth convolutions; anything
+  else (dilation, groups, stride 1, other 3D kernels) is passed through unchanged.
   """
-  plain = (lhs.ndim == 4 and feature_group_count == 1 and batch_group_count == 1
-           and all(d == 1 for d in (lhs_dilation or (1, 1)))
-           and all(d == 1 for d in (rhs_dilation or (1, 1))))
+  spatial = lhs.ndim - 2
+  plain = (lhs.ndim in (4, 5) and feature_group_count == 1 and batch_group_count == 1
+           and all(d == 1 for d in (lhs_dilation or (1,) * spatial))
+           and all(d == 1 for d in (rhs_dilation or (1,) * spatial)))
   if plain:
     strides = tuple(window_strides)
-    pads = _pads(padding, lhs.shape[1:3], rhs.shape[:2], strides)
-    if rhs.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
+    pads = _pads(padding, lhs.shape[1:-1], rhs.shape[:spatial], strides)
+    if rhs.shape[:spatial] == (1,) * spatial and all(p == (0, 0) for p in pads):
       return pointwise(lhs, rhs, strides)
-    if strides == (2, 2) and space_to_depth:
+    if spatial == 2 and strides == (2, 2) and space_to_depth:
       return space_to_depth_conv(lhs, rhs, pads)
   return lax.conv_general_dilated(
       lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,

@@ -112,13 +112,7 @@ class EfficientNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     """Logits (in `dtype`) for images `x` of shape (batch, height, width, channels)."""
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             conv_general_dilated=convolution.conv_general_dilated(
-                                 self.conv_lowering))
-    norm = functools.partial(layers.GroupBatchNorm, use_running_average=not train,
-                             fixed_statistics=self.fixed_bn_statistics,
-                             group_size=self.bn_group_size, momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon, dtype=self.dtype)
+    conv, norm = layers.conv_and_norm(self, train)
     conv_bn = functools.partial(layers.ConvBN, conv=functools.partial(
         conv, kernel_init=conv_kernel_init), norm=norm, activation=nn.swish, padding='same',
                                 explicit_padding=self.explicit_padding)

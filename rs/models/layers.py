@@ -1,15 +1,22 @@
-"""Building blocks of ResNet-RS and EfficientNet, each matching the official TF code
-(tensorflow/tpu).
+"""Building blocks of ResNet-RS, EfficientNet and the 3D ResNet-RS for video, each matching the
+official TF code (tensorflow/tpu; tensorflow/models for 3D).
 
 Blocks receive their conv and norm as `functools.partial`s from the network, so dtype,
-BatchNorm momentum and train/eval mode are decided in one place.
+BatchNorm momentum and train/eval mode are decided in one place. Every block works on images
+(batch, height, width, channels) and on clips (batch, time, height, width, channels): kernel
+sizes and strides are an int (the same along every spatial axis) or a tuple per axis, and
+pooling, squeeze-excite and stochastic depth reduce over whatever axes lie between the batch
+and the channels.
 """
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rs.models import convolution
 
 ModuleDef = Callable[..., nn.Module]
 
@@ -20,15 +27,24 @@ conv_kernel_init = nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_no
 dense_kernel_init = nn.initializers.normal(stddev=0.01)
 
 
-def fixed_padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
-  """TF1 `conv2d_fixed_padding`: pad (k-1)//2 before and the rest after, whatever the stride.
+def per_axis(value, ndim: int) -> tuple[int, ...]:
+  """A kernel size or stride as one int per spatial axis (an int repeats)."""
+  return tuple(value) if isinstance(value, (tuple, list)) else (value,) * ndim
+
+
+def spatial_axes(x) -> tuple[int, ...]:
+  """The axes between the batch and the channels: (1, 2) for images, (1, 2, 3) for clips."""
+  return tuple(range(1, x.ndim - 1))
+
+
+def fixed_padding(kernel_size) -> tuple[tuple[int, int], ...]:
+  """TF1 `conv2d_fixed_padding`: pad (k-1)//2 before and the rest after, whatever the stride,
+  per axis (an int kernel: two axes).
 
   For odd kernels this is symmetric, like PyTorch's padding=k//2, and unlike TF2's 'SAME',
   which pads (0, 1) for stride 2 on even inputs.
   """
-  before = (kernel_size - 1) // 2
-  after = kernel_size - 1 - before
-  return ((before, after), (before, after))
+  return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in per_axis(kernel_size, 2))
 
 
 def same_padding(size: int, kernel_size: int, strides: int) -> tuple[int, int]:
@@ -41,6 +57,15 @@ def same_padding(size: int, kernel_size: int, strides: int) -> tuple[int, int]:
 
 
 def avg_pool_2x2(x: jax.Array) -> jax.Array:
+  """`avg_pool_2x2_images` on images, or on every frame of clips (time is not pooled)."""
+  if x.ndim == 5:
+    b, t = x.shape[:2]
+    pooled = avg_pool_2x2_images(x.reshape(b * t, *x.shape[2:]))
+    return pooled.reshape(b, t, *pooled.shape[1:])
+  return avg_pool_2x2_images(x)
+
+
+def avg_pool_2x2_images(x: jax.Array) -> jax.Array:
   """2x2/2 average pool with TF 'SAME' padding that does not count the pad (TF avg_pool, timm
   AvgPool2d(ceil_mode=True, count_include_pad=False)): odd sides get one zero row/column at the
   end, and the windows over it divide by the pixels they really cover.
@@ -113,13 +138,28 @@ class GroupBatchNorm(nn.Module):
     return (y * scale + bias).astype(self.dtype)
 
 
+def conv_and_norm(network: nn.Module, train: bool) -> tuple[ModuleDef, ModuleDef]:
+  """The conv (no bias) and BatchNorm a network binds into its ConvBNs, from the fields every
+  family has: dtype, conv_lowering, fixed_bn_statistics, bn_group_size, bn_momentum and
+  bn_epsilon. Flax, like TF, keeps `momentum` of the old statistics: the official momentum 0
+  (ResNet-RS) stores the latest batch's statistics, and the EMA of the state averages them."""
+  conv = functools.partial(nn.Conv, use_bias=False, dtype=network.dtype,
+                           conv_general_dilated=convolution.conv_general_dilated(
+                               network.conv_lowering))
+  norm = functools.partial(GroupBatchNorm, use_running_average=not train,
+                           fixed_statistics=network.fixed_bn_statistics,
+                           group_size=network.bn_group_size, momentum=network.bn_momentum,
+                           epsilon=network.bn_epsilon, dtype=network.dtype)
+  return conv, norm
+
+
 class ConvBN(nn.Module):
-  """Conv (no bias), BatchNorm, optional activation: the unit both families are made of."""
+  """Conv (no bias), BatchNorm, optional activation: the unit every family is made of."""
   features: int
-  kernel_size: int
+  kernel_size: int | tuple[int, ...]  # an int: k along every spatial axis
   conv: ModuleDef = nn.Conv
   norm: ModuleDef = nn.BatchNorm
-  strides: int = 1
+  strides: int | tuple[int, ...] = 1
   activation: Callable | None = nn.relu  # None: linear (the last BN of a residual branch)
   zero_init_scale: bool = False
   explicit_padding: bool = False
@@ -130,18 +170,19 @@ class ConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    k, s = self.kernel_size, self.strides
+    k = per_axis(self.kernel_size, x.ndim - 2)
+    s = per_axis(self.strides, x.ndim - 2)
     if self.padding == 'same':
-      padding = tuple(same_padding(x.shape[i], k, s) for i in (1, 2))
+      padding = tuple(same_padding(x.shape[i + 1], k[i], s[i]) for i in range(len(k)))
     else:
       padding = fixed_padding(k)
-    if self.explicit_padding and k > 1:
+    if self.explicit_padding and max(k) > 1:
       # TF1's own form: pad, then a VALID conv. Same numbers; XLA's cost analysis then counts
       # the padded taps too, which is the paper's FLOP convention (see rs/tools/summary.py).
       x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
       padding = 'VALID'
     groups = x.shape[-1] if self.depthwise else 1
-    x = self.conv(groups if self.depthwise else self.features, (k, k), strides=(s, s),
+    x = self.conv(groups if self.depthwise else self.features, k, strides=s,
                   padding=padding, feature_group_count=groups, name='conv')(x)
     scale_init = nn.initializers.zeros if self.zero_init_scale else nn.initializers.ones
     x = self.norm(scale_init=scale_init, name='bn')(x)
@@ -159,11 +200,26 @@ class SqueezeExcite(nn.Module):
   @nn.compact
   def __call__(self, x):
     # The mean is taken in float32: in bfloat16 a sum over 100+ positions loses digits.
-    s = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(self.dtype)
-    s = nn.Conv(self.squeeze_features, (1, 1), kernel_init=self.kernel_init,
+    s = jnp.mean(x.astype(jnp.float32), axis=spatial_axes(x), keepdims=True).astype(self.dtype)
+    ones = (1,) * (x.ndim - 2)
+    s = nn.Conv(self.squeeze_features, ones, kernel_init=self.kernel_init,
                 dtype=self.dtype, name='reduce')(s)
-    s = nn.Conv(x.shape[-1], (1, 1), kernel_init=self.kernel_init,
+    s = nn.Conv(x.shape[-1], ones, kernel_init=self.kernel_init,
                 dtype=self.dtype, name='expand')(self.activation(s))
+    return x * nn.sigmoid(s)
+
+
+class SelfGating(nn.Module):
+  """S3D-G feature gating (tensorflow/models `SelfGating`, the 3D ResNets' last block of each
+  stage): the mean over time and space, a 1x1x1 conv with bias at full width (no squeeze, no
+  BN), a sigmoid, rescale."""
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    s = jnp.mean(x.astype(jnp.float32), axis=spatial_axes(x), keepdims=True).astype(self.dtype)
+    s = nn.Conv(x.shape[-1], (1,) * (x.ndim - 2), dtype=self.dtype,
+                kernel_init=nn.initializers.truncated_normal(0.01), name='gate')(s)
     return x * nn.sigmoid(s)
 
 
@@ -177,24 +233,27 @@ class StochasticDepth(nn.Module):
     if self.deterministic or self.rate == 0.0:
       return x
     keep = 1.0 - self.rate
-    mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (x.shape[0], 1, 1, 1))
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep,
+                                (x.shape[0],) + (1,) * (x.ndim - 1))
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 def pooled_head(x, num_classes: int, dropout_rate: float, deterministic: bool, dtype,
                 kernel_init: Callable) -> jax.Array:
-  """Both families' classifier, called inside the network: global average pool (in float32),
-  dropout, a dense layer with bias named 'head'."""
-  x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(dtype)
+  """Every family's classifier, called inside the network: global average pool over space (and
+  time) in float32, dropout, a dense layer with bias named 'head'."""
+  x = jnp.mean(x.astype(jnp.float32), axis=spatial_axes(x)).astype(dtype)
   x = nn.Dropout(dropout_rate, deterministic=deterministic)(x)
   return nn.Dense(num_classes, dtype=dtype, kernel_init=kernel_init, name='head')(x)
 
 
 class Bottleneck(nn.Module):
-  """Post-activation bottleneck, stride on the 3x3 conv ("v1.5"), as TF1 `bottleneck_block`.
+  """Post-activation bottleneck, stride on the 3x3 conv ("v1.5"), as TF1 `bottleneck_block`,
+  and on clips as tensorflow/models `BottleneckBlock3D`.
 
-  Order: 1x1 -> 3x3 (stride) -> 1x1 (4x, BN gamma zero-initialised) -> SE -> stochastic
-  depth -> + shortcut -> ReLU.
+  Order: 1x1 -> 3x3 (stride) -> 1x1 (4x, BN gamma zero-initialised) -> [self-gating] -> SE ->
+  stochastic depth -> + shortcut -> ReLU. On clips (`temporal_kernel` set) the first conv is
+  temporal, kt x 1 x 1, the 3x3 is 1 x 3 x 3, and strides are spatial (1, s, s).
   """
   features: int  # bottleneck width; the block outputs 4x this
   conv_bn: ModuleDef  # ConvBN with the network's conv, norm and padding bound
@@ -206,24 +265,35 @@ class Bottleneck(nn.Module):
   drop_rate: float = 0.0
   deterministic: bool = True
   dtype: Any = jnp.float32
+  temporal_kernel: int | None = None  # clips: the first conv's extent in time; None: images
+  self_gating: bool = False  # SelfGating before SE (3D ResNets: each stage's last block)
 
   @nn.compact
   def __call__(self, x):
     out_features = 4 * self.features
+    clips = self.temporal_kernel is not None
+    if clips != (x.ndim == 5):
+      raise ValueError(f'{self.name}: temporal_kernel={self.temporal_kernel} for an input of '
+                       f'shape {x.shape}: set it for clips (5 axes) only')
+    one = (1, 1, 1) if clips else 1
+    strides = (1, self.strides, self.strides) if clips else self.strides
     shortcut = x
     if self.projection:
-      strides = self.strides
+      shortcut_strides = strides
       if self.resnetd_shortcut and self.strides == 2:
         # ResNet-D: average first, so the 1x1 conv sees every input pixel.
         shortcut = avg_pool_2x2(x)
-        strides = 1
-      shortcut = self.conv_bn(out_features, 1, strides=strides, activation=None,
+        shortcut_strides = one
+      shortcut = self.conv_bn(out_features, one, strides=shortcut_strides, activation=None,
                               name='shortcut')(shortcut)
 
-    y = self.conv_bn(self.features, 1, name='conv1')(x)
-    y = self.conv_bn(self.features, 3, strides=self.strides, name='conv2')(y)
-    y = self.conv_bn(out_features, 1, activation=None, zero_init_scale=self.zero_init_last_bn,
+    y = self.conv_bn(self.features, (self.temporal_kernel, 1, 1) if clips else 1,
+                     name='conv1')(x)
+    y = self.conv_bn(self.features, (1, 3, 3) if clips else 3, strides=strides, name='conv2')(y)
+    y = self.conv_bn(out_features, one, activation=None, zero_init_scale=self.zero_init_last_bn,
                      name='conv3')(y)
+    if self.self_gating:
+      y = SelfGating(dtype=self.dtype, name='gating')(y)
     if self.se_ratio > 0:
       y = SqueezeExcite(max(1, int(out_features * self.se_ratio)), dtype=self.dtype, name='se')(y)
     y = StochasticDepth(self.drop_rate, self.deterministic)(y)

@@ -13,6 +13,10 @@ Any other layout is `create_model('resnetrs50', stage_sizes=(...))`.
 
 EfficientNet B0-B7 (`efficientnet_b0` ...) are registered the same way, with their official
 width and depth coefficients and dropout (rs/models/efficientnet.py).
+
+3D networks for video (rs/models/resnet3d.py): `resnet3d_rsD` (3D ResNet-RS: tensorflow/models'
+R3D-RS at D in 50 ... 420, with the 2D layouts above) and `resnet3dD` (the R3D baseline of the
+paper's Table 6: CVRL's temporal kernels, the 7x7 stem, no SE, no stochastic depth).
 """
 import difflib
 
@@ -20,8 +24,10 @@ import jax.numpy as jnp
 
 from rs.errors import UserError
 from rs.models import efficientnet
+from rs.models import resnet3d
 from rs.models.efficientnet import EfficientNet
 from rs.models.resnet import ResNet
+from rs.models.resnet3d import ResNet3D
 
 
 class UnknownModelError(UserError, ValueError):
@@ -52,16 +58,30 @@ EFFICIENTNETS = {f'efficientnet_{v}': dict(width_multiplier=w, depth_multiplier=
                                               dropout_rate=dropout)
                  for v, (w, d, _, dropout) in efficientnet.VARIANTS.items()}
 
+# The R3D baseline (tensorflow/models `ResNet3D50`, CVRL's layout): the 'v0' 7x7 stem with a
+# temporal stride-2 pool, CVRL's temporal kernels, self-gating; no SE, no stochastic depth.
+R3D_BASELINE = dict(stem='classic', pool_temporal_stride=2,
+                    temporal_kernels=resnet3d.CVRL_TEMPORAL_KERNELS, se_ratio=0.0,
+                    stochastic_depth_rate=0.0)
+RESNET3DS = {
+    **{f'resnet3d_rs{d}': dict(stage_sizes=s) for d, s in STAGE_SIZES.items() if d >= 50},
+    **{f'resnet3d{d}': dict(stage_sizes=s, **R3D_BASELINE) for d, s in STAGE_SIZES.items()
+       if d in (50, 101)},
+}
+
 MODELS = {
     **{f'resnetrs{d}': dict(stage_sizes=s) for d, s in STAGE_SIZES.items()},
     **{f'resnet{d}': dict(stage_sizes=s, **VANILLA) for d, s in STAGE_SIZES.items()},
     **EFFICIENTNETS,
+    **RESNET3DS,
 }
 
 
 def family(name: str) -> type:
   """The network class a registered name builds."""
-  return EfficientNet if name in EFFICIENTNETS else ResNet
+  if name in EFFICIENTNETS:
+    return EfficientNet
+  return ResNet3D if name in RESNET3DS else ResNet
 
 
 def fields_of(name: str) -> set[str]:
@@ -90,7 +110,8 @@ def check_name(name: str) -> None:
     raise UnknownModelError(f'unknown model {name!r}; '
                             + (f'did you mean {close[0]}? ' if close else '')
                             + f'registered: resnetrsD (ResNet-RS) and resnetD, D in {depths}; '
-                            'efficientnet_b0 ... efficientnet_b7')
+                            'efficientnet_b0 ... efficientnet_b7; resnet3d_rsD (D >= 50), '
+                            'resnet3d50 and resnet3d101 (video)')
 
 
 def stage_tuple(stage_sizes) -> tuple[int, ...] | None:

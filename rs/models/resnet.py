@@ -73,18 +73,9 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     """Logits (in `dtype`) for images `x` of shape (batch, height, width, channels)."""
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=layers.conv_kernel_init,
-                             conv_general_dilated=convolution.conv_general_dilated(
-                                 self.conv_lowering))
-    # Flax, like TF, keeps `momentum` of the old statistics: the official momentum 0 stores
-    # the latest batch's statistics, and the EMA of the state averages them for evaluation.
-    norm = functools.partial(layers.GroupBatchNorm, use_running_average=not train,
-                             fixed_statistics=self.fixed_bn_statistics,
-                             group_size=self.bn_group_size, momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon, dtype=self.dtype)
-    conv_bn = functools.partial(layers.ConvBN, conv=conv, norm=norm,
-                                explicit_padding=self.explicit_padding)
+    conv, norm = layers.conv_and_norm(self, train)
+    conv_bn = functools.partial(layers.ConvBN, norm=norm, explicit_padding=self.explicit_padding,
+                                conv=functools.partial(conv, kernel_init=layers.conv_kernel_init))
     w = functools.partial(scaled, width_multiplier=self.width_multiplier)
     x = x.astype(self.dtype)
 
