@@ -75,6 +75,21 @@ def test_an_efficientnet_trains_with_its_recipe_in_the_trainer(tmp_path, tiny):
   config.optimizer.base_learning_rate = 0.016
   config.optimizer.schedule = 'exponential'
   config.optimizer.nesterov = False
-  result = train.train_and_evaluate(config, str(tmp_path))
+  result = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert np.isfinite(result['loss']) and result['num_examples'] == 500
   assert 0 <= result['top1'] <= 1
+
+  # Exported, evaluated and predicted the same way as ResNet-RS: the export describes the
+  # EfficientNet (its coefficients), rs.evaluate scores it as training scored the EMA, and
+  # its inference function serves it (uint8 images in, probabilities out).
+  from rs import evaluate, export
+  description = export.export(str(tmp_path / 'run'), str(tmp_path / 'export'))
+  assert description.model == 'efficientnet_b0'
+  assert description.architecture == {'width_multiplier': 0.25, 'depth_multiplier': 0.25}
+  scores = evaluate.evaluate_weights(str(tmp_path / 'export'))
+  assert scores['top1'] == pytest.approx(result['ema_top1'], abs=1e-6)
+  model, variables, description = export.load(str(tmp_path / 'export'))
+  images = np.random.default_rng(0).integers(0, 256, (3, 24, 24, 1), np.uint8)
+  out = export.inference_fn(model, variables, description)(images)
+  np.testing.assert_allclose(np.sum(out['probabilities'], axis=-1), 1.0, rtol=1e-5)
+  assert out['logits'].shape == (3, 10)
