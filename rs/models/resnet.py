@@ -21,6 +21,15 @@ def scaled(channels: int, width_multiplier: float) -> int:
   return max(1, int(round(channels * width_multiplier)))
 
 
+def check_layout(network) -> None:
+  """ValueError unless the 2D or 3D ResNet's stem, conv lowering and four stages are valid."""
+  if network.stem not in STEM_TYPES:
+    raise ValueError(f'model.stem={network.stem!r}: use one of {STEM_TYPES}')
+  convolution.resolve(network.conv_lowering)  # validates
+  if len(network.stage_sizes) != 4 or min(network.stage_sizes) < 1:
+    raise ValueError(f'stage_sizes={tuple(network.stage_sizes)}: give four block counts >= 1')
+
+
 class ResNet(nn.Module):
   """ResNet-RS (defaults) or any ResNet in between, for any depth, width and resolution."""
   stage_sizes: Sequence[int]
@@ -61,13 +70,9 @@ class ResNet(nn.Module):
   inference_fields = shape_fields + ('bn_epsilon',)
 
   def __post_init__(self):
-    if self.stem not in STEM_TYPES:
-      raise ValueError(f'model.stem={self.stem!r}: use one of {STEM_TYPES}')
+    check_layout(self)
     if self.stem_pool not in STEM_POOLS:
       raise ValueError(f'model.stem_pool={self.stem_pool!r}: use one of {STEM_POOLS}')
-    convolution.resolve(self.conv_lowering)  # validates
-    if len(self.stage_sizes) != 4 or min(self.stage_sizes) < 1:
-      raise ValueError(f'stage_sizes={tuple(self.stage_sizes)}: give four block counts >= 1')
     super().__post_init__()
 
   @nn.compact

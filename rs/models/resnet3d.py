@@ -30,8 +30,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from rs.models import convolution, layers
-from rs.models.resnet import STEM_TYPES, scaled
+from rs.models import layers
+from rs.models.resnet import check_layout, scaled
 
 # Temporal kernels per stage, cycled over its blocks.
 RS_TEMPORAL_KERNELS = ((1,), (1,), (3,), (3,))
@@ -75,13 +75,9 @@ class ResNet3D(nn.Module):
                                      'pool_temporal_stride', 'padding')
 
   def __post_init__(self):
-    if self.stem not in STEM_TYPES:
-      raise ValueError(f'model.stem={self.stem!r}: use one of {STEM_TYPES}')
-    convolution.resolve(self.conv_lowering)  # validates
+    check_layout(self)
     if self.padding not in ('same', 'fixed'):
       raise ValueError(f"model.padding={self.padding!r}: use 'same' or 'fixed'")
-    if len(self.stage_sizes) != 4 or min(self.stage_sizes) < 1:
-      raise ValueError(f'stage_sizes={tuple(self.stage_sizes)}: give four block counts >= 1')
     if len(self.temporal_kernels) != 4 or not all(
         len(k) and all(int(t) >= 1 for t in k) for k in self.temporal_kernels):
       raise ValueError(f'model.temporal_kernels={self.temporal_kernels}: give four tuples of '
