@@ -1,0 +1,89 @@
+"""Clip sampling and views (rs/data/video.py) against the reference's rules (facts sheet 1.7),
+computed here independently with numpy."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rs.data import video
+
+
+def _seed(i):
+  return tf.constant([7, i], tf.int64)
+
+
+@pytest.mark.parametrize('length', [100, 62, 63, 40, 1])
+def test_training_clips_start_uniformly_where_the_clip_fits_and_wrap_in_short_videos(length):
+  """T=32, s=2 spans 63 frames: starts in [0, L - 62) when L > 62, else [0, L) with the
+  indices wrapping around."""
+  starts = set()
+  for i in range(400):
+    indices = video.train_frame_indices(length, 32, 2, _seed(i)).numpy()
+    start = indices[0]
+    np.testing.assert_array_equal(indices, (start + 2 * np.arange(32)) % length)
+    starts.add(int(start))
+  fits = length - 62 if length > 62 else length
+  assert starts == set(range(fits))  # every start drawn, none outside (400 draws, <= 40 starts)
+  np.testing.assert_array_equal(video.train_frame_indices(length, 32, 2, _seed(3)),
+                                video.train_frame_indices(length, 32, 2, _seed(3)))
+
+
+@pytest.mark.parametrize('length', [300, 250, 64, 50])
+def test_evaluation_clips_spread_like_the_reference(length):
+  """10 clips of 32 x 2: starts linspace(0, max(0, L - 64), 10) cast to int."""
+  want = np.linspace(0, max(0, length - 64), 10).astype(np.int32)
+  np.testing.assert_array_equal(video.eval_clip_starts(length, 32, 2, 10), want)
+  indices = video.eval_frame_indices(length, 32, 2, 10).numpy()
+  np.testing.assert_array_equal(indices, (want[:, None] + 2 * np.arange(32)) % length)
+
+
+@pytest.mark.parametrize('hw,want', [((240, 320), (256, 341)), ((480, 270), (455, 256)),
+                                     ((256, 256), (256, 256)), ((100, 1000), (256, 2560))])
+def test_the_shorter_side_goes_to_the_crop_size(hw, want):
+  assert tuple(video.short_side_size(*hw, 256).numpy()) == want
+
+
+def test_three_crops_are_start_centre_and_end():
+  np.testing.assert_array_equal(video.crop_offsets(341, 256, 3), [0, (341 - 256) // 2, 85])
+  np.testing.assert_array_equal(video.crop_offsets(340, 256, 3), [0, 42, 84])
+  np.testing.assert_array_equal(video.crop_offsets(256, 256, 3), [0, 0, 0])
+  np.testing.assert_array_equal(video.crop_offsets(300, 256, 1), [22])
+
+
+def _photo_frames(frames=4):
+  from skimage import data
+  photo = data.astronaut()[::2, :, :]  # 256 x 512: a wide frame
+  return tf.constant(np.stack([np.roll(photo, 5 * t, axis=1) for t in range(frames)]))
+
+
+def test_eval_views_are_three_square_crops_of_the_resized_frames():
+  frames = _photo_frames()
+  views = video.eval_views(frames, 128, 3).numpy()
+  assert views.shape == (3, 4, 128, 128, 3) and views.dtype == np.uint8
+  resized = tf.image.resize(frames, (128, 256), method='bilinear')
+  resized = np.round(np.clip(resized.numpy(), 0, 255)).astype(np.uint8)
+  for i, left in enumerate((0, 64, 128)):
+    np.testing.assert_array_equal(views[i], resized[:, :, left:left + 128])
+
+
+def test_a_training_clip_crops_and_flips_every_frame_alike():
+  """The box and the flip depend on the seed and the frame size only: each frame of the clip
+  is what the same seed does to that frame alone. Each clip is its box, resized, either as is
+  or mirrored; over 16 seeds both occur."""
+  frames = _photo_frames()
+  flipped = []
+  for i in range(16):
+    clip = video.train_clip(frames, 64, _seed(i)).numpy()
+    assert clip.shape == (4, 64, 64, 3) and clip.dtype == np.uint8
+    for t in range(4):
+      alone = video.train_clip(frames[t:t + 1], 64, _seed(i)).numpy()[0]
+      np.testing.assert_array_equal(clip[t], alone)
+    box_seed, _ = tf.unstack(tf.random.experimental.stateless_split(_seed(i), 2))
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        frames.shape[1:], tf.zeros([0, 0, 4]), seed=box_seed, min_object_covered=0.1,
+        aspect_ratio_range=(0.5, 2.0), area_range=(0.08, 1.0), max_attempts=100,
+        use_image_if_no_bounding_boxes=True)
+    box = frames[:, begin[0]:begin[0] + size[0], begin[1]:begin[1] + size[1]]
+    plain = np.round(np.clip(tf.image.resize(box, (64, 64)).numpy(), 0, 255)).astype(np.uint8)
+    assert np.array_equal(clip, plain) or np.array_equal(clip, plain[:, :, ::-1])
+    flipped.append(not np.array_equal(clip, plain))
+  assert 0 < sum(flipped) < 16
