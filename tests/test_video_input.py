@@ -87,3 +87,44 @@ def test_a_training_clip_crops_and_flips_every_frame_alike():
     assert np.array_equal(clip, plain) or np.array_equal(clip, plain[:, :, ::-1])
     flipped.append(not np.array_equal(clip, plain))
   assert 0 < sum(flipped) < 16
+
+
+def _fashion_images(n=50):
+  import gzip
+  path = '/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz'
+  with gzip.open(path) as f:
+    return np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:n]
+
+
+def test_moving_fashion_mnist_moves_a_real_image_in_the_labelled_direction():
+  """Frame t+1 is frame t shifted `speed` pixels along the label's direction (on the torus),
+  the image's pixels all there; labels are the 8 directions."""
+  from rs.data import moving
+  images = _fashion_images()
+  clips, labels = moving.make(images, 40, frames=6, canvas=40, speed=3, seed=1)
+  assert clips.shape == (40, 6, 40, 40, 1) and clips.dtype == np.uint8
+  assert set(labels.tolist()) <= set(range(8)) and len(set(labels.tolist())) > 4
+  for c, label in zip(clips[..., 0], labels):
+    dy, dx = moving.DIRECTIONS[label]
+    for t in range(5):
+      np.testing.assert_array_equal(c[t + 1], np.roll(c[t], (3 * dy, 3 * dx), axis=(0, 1)))
+    # All of one real image's pixels, on an otherwise black canvas.
+    pixels = np.sort(c[0].ravel())[-784:]
+    assert any(np.array_equal(pixels, np.sort(image.ravel())) for image in images)
+  again, _ = moving.make(images, 40, frames=6, canvas=40, speed=3, seed=1)
+  np.testing.assert_array_equal(clips, again)
+
+
+def test_one_frame_of_moving_fashion_mnist_says_nothing_of_its_class():
+  """Where the image is at any frame does not depend on the direction: over many clips of
+  each class, the image's top-left corner at the last frame is spread over the torus alike
+  (each class's positions are the start's uniform draw, shifted)."""
+  from rs.data import moving
+  dot = np.full((1, 1, 1), 255, np.uint8)  # a one-pixel image: its position is its pixel
+  clips, labels = moving.make(dot, 4000, frames=5, canvas=8, speed=2, seed=0)
+  corners = np.array([np.argwhere(c[-1, :, :, 0] == 255)[0] for c in clips])
+  for label in range(8):
+    rows = corners[labels == label][:, 0]
+    counts = np.bincount(rows, minlength=8)
+    # ~62 per row and class: uniform within sampling noise (well inside 5 sigma).
+    assert counts.min() > 25 and counts.max() < 105
