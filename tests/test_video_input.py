@@ -128,3 +128,20 @@ def test_one_frame_of_moving_fashion_mnist_says_nothing_of_its_class():
     counts = np.bincount(rows, minlength=8)
     # ~62 per row and class: uniform within sampling noise (well inside 5 sigma).
     assert counts.min() > 25 and counts.max() < 105
+
+
+def test_video_files_round_trip_and_bad_files_are_named():
+  """FFV1 in Matroska returns a moving Fashion-MNIST clip exactly (as RGB); H.264 in MP4 close
+  (lossy); bytes that are no video, or an MP4 cut short, raise VideoError naming the file."""
+  from rs.data import moving, video_files
+  clips, _ = moving.make(_fashion_images(), 2, frames=8, canvas=40, speed=2)
+  rgb = np.repeat(clips[0], 3, axis=-1)
+  np.testing.assert_array_equal(video_files.decode(video_files.encode(clips[0])), rgb)
+  lossy = video_files.encode(clips[0], lossless=False)
+  decoded = video_files.decode(lossy)
+  assert decoded.shape == rgb.shape and np.abs(decoded.astype(int) - rgb).mean() < 6
+  for data, name in ((b'not a video', 'notes.mp4'), (lossy[:len(lossy) // 3], 'cut.mp4')):
+    with pytest.raises(video_files.VideoError, match=f'^{name}: does not decode as a video'):
+      video_files.decode(data, name)
+  with pytest.raises(ValueError, match=r'give \[T, H, W, 1 or 3\]'):
+    video_files.encode(np.zeros((4, 8, 8), np.uint8))
