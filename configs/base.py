@@ -70,6 +70,13 @@ def get_config():
   # decoded is ~110 GB per host copy); crops and augmentation stay random every epoch.
   c.data.cache_decoded = False
   c.data.bad_images = 'skip'  # undecodable images: 'skip' (logged, counted) | 'stop' (error)
+  # Video (a 3D network; rs.data.video_pipeline): clips of `frames` frames `frame_stride` apart
+  # from class folders of video files; evaluation averages eval_clips x eval_crops views.
+  c.data.frames = placeholder(int)  # None: images
+  c.data.frame_stride = 2
+  c.data.eval_clips = 10
+  c.data.eval_crops = 3
+  c.data.min_video_frames = 1  # shorter videos are skipped and counted; 1: wrap their frames
   # Semi-supervised (paper section 7.3, docs/semi_supervised.md): images a teacher labeled
   # (rs.pseudo_label's output) mixed into every step. batch_size stays the labeled images per
   # step, each step adds ratio x batch_size pseudo-labeled ones, and epochs count the labeled

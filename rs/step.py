@@ -177,12 +177,22 @@ def skip_if_nonfinite(state: TrainState, updated: TrainState, finite: jax.Array)
 
 def eval_step(variables, batch, *, model, mean, std):
   """Sums of correct top-1/top-5 and of the loss of one set of weights ({'params',
-  'batch_stats'}) over the batch, padding masked out, and the count of real examples.
+  'batch_stats'}) over the batch, padding masked out, and the count of real examples. A batch
+  with one axis more than the model takes holds several views of each example.
 
   Sums, not means, so the host adds batches up and every real example counts exactly once.
   """
   labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
-  out = logits(model, variables, batch['image'], mean, std)
+  images = batch['image']
+  if images.ndim == model.input_rank + 1:
+    # Several views per example (a video's clips x crops): their probabilities averaged, as
+    # log-probabilities (a valid logit vector: its softmax is the mean).
+    b, views = images.shape[:2]
+    out = logits(model, variables, images.reshape(b * views, *images.shape[2:]), mean, std)
+    out = jax.nn.logsumexp(jax.nn.log_softmax(out.reshape(b, views, -1)), axis=1)
+    out = out - jnp.log(views)
+  else:
+    out = logits(model, variables, images, mean, std)
   return {
       'count': jnp.sum(mask),
       'loss': jnp.sum(cross_entropy(out, labels, out.shape[-1], 0.0) * mask),

@@ -136,11 +136,13 @@ def _check_model(config) -> None:
     _fail('model.name', name, f'not a registered model; {hint}set --config.model.name to '
           f'resnetrsD (ResNet-RS) or resnetD (plain ResNet), D in {depths}, or '
           'efficientnet_b0 ... efficientnet_b7')
-  if registry.family(name) is registry.ResNet3D:
-    # Until the video input exists (rs.data grows clips next), say so instead of failing
-    # inside the network on an image batch.
-    _fail('model.name', name, 'a 3D network for video clips; rs trains it from a notebook '
-          '(rs.models.create_model) until the video input lands: use a 2D model here')
+  video = registry.family(name) is registry.ResNet3D
+  if video != bool(config.data.get('frames')):
+    if video:
+      _fail('model.name', name, 'a 3D network takes video clips: set --config.data.frames '
+            '(e.g. 32) and a folder of videos (data.name=folder), or use a 2D model')
+    _fail('data.frames', config.data.frames, f'{name} takes images: leave data.frames unset, '
+          'or use a 3D network (resnet3d_rs50, ...)')
   foreign = sorted(k for k, v in config.model.items()
                    if k != 'name' and v is not None and k not in registry.fields_of(name))
   if foreign:
@@ -205,6 +207,11 @@ NUMBERS = (
     ('data.shuffle_buffer', *_INT_FROM_1),
     ('data.prefetch_batches', *_INT_FROM_1),
     ('data.threads', *_INT_FROM_1),
+    ('data.frames', *_INT_FROM_1),
+    ('data.frame_stride', *_INT_FROM_1),
+    ('data.eval_clips', *_INT_FROM_1),
+    ('data.eval_crops', *_INT_FROM_1),
+    ('data.min_video_frames', *_INT_FROM_1),
 )
 
 

@@ -32,10 +32,17 @@ class BadImages:
   the pipeline's iterators raise.
   """
 
-  def __init__(self, mode: str = 'skip'):
+  def __init__(self, mode: str = 'skip', well_formed=None, decode_error=None,
+               kind: str = 'image'):
+    """`well_formed(bytes, otherwise)` (graph) and `decode_error(bytes) -> str | None`
+    (Python) judge the files: an image's by default (rs.data.tf_preprocess); a video
+    pipeline passes rs.data.video_files's, and `kind`='video' for its messages."""
     if mode not in BAD_IMAGE_MODES:
       raise ValueError(f'data.bad_images={mode!r}: use one of {BAD_IMAGE_MODES}')
     self.mode = mode
+    self.kind = kind
+    self._well_formed = well_formed or tf_preprocess.well_formed
+    self._decode_error = decode_error or tf_preprocess.decode_error
     self.paths: dict[str, str] = {}  # path -> why it failed, in the order met
     self.unnamed = 0  # tfds records that failed to decode (their order is not known)
     self.stop_error: UndecodableImageError | None = None
@@ -50,12 +57,12 @@ class BadImages:
     """In graph: whether to keep a record. The byte test; for the files it doubts (bad ones,
     and valid ones with bytes after their end), a whole decode in Python, once per file."""
     doubt = lambda: tf.reshape(tf.py_function(self._decodes, [image_bytes, path], tf.bool), [])
-    return tf_preprocess.well_formed(image_bytes, otherwise=doubt)
+    return self._well_formed(image_bytes, otherwise=doubt)
 
   def _decodes(self, image_bytes: tf.Tensor, path: tf.Tensor) -> bool:
     path = path.numpy().decode(errors='replace')
     if path not in self._verdicts:
-      self._verdicts[path] = tf_preprocess.decode_error(image_bytes.numpy())
+      self._verdicts[path] = self._decode_error(image_bytes.numpy())
     why = self._verdicts[path]
     if why is not None:
       self.add(path, why)
@@ -72,10 +79,12 @@ class BadImages:
       self.paths[path] = why
       count = self.count
     if self.mode == 'skip':
-      logging.warning('Skipping undecodable image %s: %s (%d skipped so far).', path, why, count)
+      logging.warning('Skipping undecodable %s %s: %s (%d skipped so far).', self.kind, path,
+                      why, count)
     elif self.stop_error is None:  # the first: later ones are prefetched, the run is stopping
-      logging.error('Undecodable image %s: %s; stopping (data.bad_images=stop).', path, why)
-      self.stop(f'undecodable image {path}: {why}. Remove or replace the file, or set '
+      logging.error('Undecodable %s %s: %s; stopping (data.bad_images=stop).', self.kind, path,
+                    why)
+      self.stop(f'undecodable {self.kind} {path}: {why}. Remove or replace the file, or set '
                 '--config.data.bad_images=skip to skip such files')
 
   def add_unnamed(self, split: str, count: int) -> None:

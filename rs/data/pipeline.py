@@ -60,6 +60,9 @@ def create_pipeline(config, prepare: bool = True, local_devices: int | None = No
 
 def _labeled_pipeline(config, prepare: bool) -> Pipeline:
   d = config.data
+  if d.get('frames'):  # clips of videos (rs.data.video_pipeline)
+    from rs.data import video_pipeline
+    return video_pipeline.create(config, prepare=prepare and jax.process_count() == 1)
   if d.augment == 'inception_crop':
     return streaming.create(config, prepare=prepare and jax.process_count() == 1)
   if d.augment not in in_memory.AUGMENTS:

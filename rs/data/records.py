@@ -151,9 +151,11 @@ def subfolders(path: str) -> list[str]:
 
 
 class FolderRecords:
-  """Images in ROOT/SPLIT/CLASS/NAME.{jpg,jpeg,png,bmp,gif}; classes from `class_split`."""
+  """Images in ROOT/SPLIT/CLASS/NAME.{jpg,jpeg,png,bmp,gif} (or other files: `extensions`,
+  e.g. videos); classes from `class_split`."""
 
-  def __init__(self, root: str, class_split: str = 'train', class_names=None):
+  def __init__(self, root: str, class_split: str = 'train', class_names=None,
+               extensions: tuple[str, ...] = IMAGE_EXTENSIONS):
     """Classes are numbered as `class_names` lists them (a trained network's), else as the
     sorted folders of `class_split`."""
     if not root or not epath.Path(root).is_dir():
@@ -161,6 +163,7 @@ class FolderRecords:
                               'point it at ROOT with ROOT/SPLIT/CLASS/image files')
     self.name = 'folder'
     self.root = root
+    self.extensions = extensions
     self.class_names = list(class_names) if class_names else self._class_names(class_split)
     self.num_classes = len(self.class_names)
     self._files = {}
@@ -189,11 +192,11 @@ class FolderRecords:
                            f'({len(self.class_names)} classes from {self.root})')
         folder = os.path.join(path, name)
         images = sorted(p.name for p in epath.Path(folder).iterdir()
-                        if p.name.lower().endswith(IMAGE_EXTENSIONS))
+                        if p.name.lower().endswith(self.extensions))
         paths += [os.path.join(folder, f) for f in images]
         labels += [self.class_names.index(name)] * len(images)
       if not paths:
-        raise ValueError(f'no {"/".join(IMAGE_EXTENSIONS)} files under {path}/CLASS/')
+        raise ValueError(f'no {"/".join(self.extensions)} files under {path}/CLASS/')
       self._files[split] = (np.array(paths), np.array(labels, np.int32))
     return self._files[split]
 

@@ -136,6 +136,15 @@ class StreamingPipeline:
     return self.source.records(split, self.host, self.hosts, order_seed, self.shuffle_buffer,
                                check=self.undecodable.check)
 
+  def _why_undecodable(self, path: str) -> str:
+    """Why the record of `path` failed to decode (a video pipeline asks its own decoder)."""
+    return _why_undecodable(path)
+
+  @property
+  def eval_image_shape(self) -> tuple[int, ...]:
+    """One evaluation example's input: an image (a video pipeline: its views of clips)."""
+    return self.image_shape
+
   def _screened(self, records: tf.data.Dataset, ends: int | None = 1) -> tf.data.Dataset:
     """(index, record) of the records that pass the check, then `ends` end records (None:
     endless). Indices count the kept records only, so dropped ones shift nothing."""
@@ -154,7 +163,7 @@ class StreamingPipeline:
     kept = [name for name in names * passes if not self.undecodable.screened_out(name)]
     for index in missing:
       if index < len(kept):  # else an end record: they decode
-        self.undecodable.add(kept[index], _why_undecodable(kept[index]))
+        self.undecodable.add(kept[index], self._why_undecodable(kept[index]))
 
   def _too_few(self, split: str, per_epoch: int) -> UndecodableImageError:
     return self.undecodable.stop(
@@ -262,12 +271,14 @@ class StreamingPipeline:
       self._raise_if_stopped()
       yield batch
 
+  def _eval_example(self, encoded: tf.Tensor) -> tf.Tensor:
+    return tf_preprocess.eval_image_from_bytes(encoded, self.image_size, self.eval_crop_padding,
+                                               self.eval_crop_fraction)
+
   def _eval_dataset(self, local: int) -> tf.data.Dataset:
     def preprocess(index, example):
-      image = tf_preprocess.eval_image_from_bytes(example['image'], self.image_size,
-                                                  self.eval_crop_padding,
-                                                  self.eval_crop_fraction)
-      return {'image': image, 'label': example['label'], 'index': index}
+      return {'image': self._eval_example(example['image']), 'label': example['label'],
+              'index': index}
 
     return (self._screened(self._records(self.eval_split))
             .map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
@@ -292,7 +303,7 @@ class StreamingPipeline:
       yield _pad({k: v[kept] for k, v in batch.items()}, local)
       emitted += 1
       examples += int(kept.sum())
-    empty = {'image': np.zeros((0, *self.image_shape), np.float32),
+    empty = {'image': np.zeros((0, *self.eval_image_shape), np.float32),
              'label': np.zeros((0,), np.int32)}
     for _ in range(emitted, self.num_eval_batches):  # hosts with fewer examples
       yield _pad(empty, local)

@@ -9,12 +9,36 @@ it releases the GIL while decoding, so tf.data's parallel calls decode videos si
 import io
 
 import numpy as np
+import tensorflow as tf
 
 VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov', '.m4v')
 
 
 class VideoError(ValueError):
   """A file that does not decode as a video with at least one frame."""
+
+
+def well_formed(data: tf.Tensor, otherwise=None) -> tf.Tensor:
+  """In graph, a few string ops: whether bytes start like a video container - Matroska/WebM
+  (EBML), MP4/MOV ('ftyp' box) or AVI (RIFF ... 'AVI '); for bytes that do not, `otherwise()`
+  when given (a whole decode). Empty and non-video files are caught here, before records are
+  numbered, so they shift nothing in the stream (rs.data.streaming)."""
+  head = lambda start, size: tf.strings.substr(data, start, size)
+  known = tf.reduce_any(tf.stack([
+      tf.equal(head(0, 4), b'\x1a\x45\xdf\xa3'), tf.equal(head(4, 4), b'ftyp'),
+      tf.logical_and(tf.equal(head(0, 4), b'RIFF'), tf.equal(head(8, 4), b'AVI '))]))
+  if otherwise is None:
+    return known
+  return tf.cond(known, lambda: tf.constant(True), otherwise)
+
+
+def decode_error(data: bytes) -> str | None:
+  """Why the bytes do not decode as a video, or None when they do."""
+  try:
+    decode(data)
+  except VideoError as e:
+    return str(e).split(': ', 1)[-1]
+  return None
 
 
 def decode(data: bytes, path: str = 'video') -> np.ndarray:

@@ -70,14 +70,16 @@ def total_stride(model, channels: int = 3) -> int:
   map it makes, read off the network itself (every module's output, shapes only). Maps of
   side 1 are pooled summaries (Squeeze-Excite), not the resolution, and are left out."""
   side = 4096
+  rank = getattr(model, 'input_rank', 4)  # a 3D network: a one-frame clip
 
   def trace():
-    return model.init_with_output(jax.random.key(0), jnp.zeros((1, side, side, channels)),
+    shape = (1,) * (rank - 3) + (side, side, channels)
+    return model.init_with_output(jax.random.key(0), jnp.zeros(shape),
                                   train=False, capture_intermediates=True)
 
   _, variables = jax.eval_shape(trace)
-  maps = [x.shape[1] for x in jax.tree.leaves(variables['intermediates'])
-          if x.ndim == 4 and x.shape[1] > 1]
+  maps = [x.shape[-3] for x in jax.tree.leaves(variables['intermediates'])
+          if x.ndim == rank and x.shape[-3] > 1]
   return side // min(maps)
 
 

@@ -102,6 +102,7 @@ class EfficientNet(nn.Module):
 
   # What rs.models.architecture reads: fields that change the parameters' shapes, and those
   # that change inference outputs too.
+  input_rank = 4  # (batch, height, width, channels)
   shape_fields = ('width_multiplier', 'depth_multiplier', 'se_ratio')
   inference_fields = shape_fields + ('bn_epsilon',)
 

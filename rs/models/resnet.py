@@ -65,6 +65,7 @@ class ResNet(nn.Module):
   # What rs.models.architecture reads: fields that change the parameters' names or shapes
   # (and hence params and FLOPs), and those that change inference outputs too. Dropout,
   # stochastic depth, BN momentum and groups, dtype and the conv lowering do not.
+  input_rank = 4  # (batch, height, width, channels)
   shape_fields = ('stage_sizes', 'width_multiplier', 'se_ratio', 'stem', 'stem_pool',
                   'resnetd_shortcut')
   inference_fields = shape_fields + ('bn_epsilon',)

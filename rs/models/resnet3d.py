@@ -69,6 +69,7 @@ class ResNet3D(nn.Module):
   conv_lowering: str = 'auto'
   padding: str = 'same'  # 'same' (Keras, the public 3D code) | 'fixed' (TF1, the 2D network)
 
+  input_rank = 5  # (batch, time, height, width, channels)
   shape_fields = ('stage_sizes', 'width_multiplier', 'se_ratio', 'stem', 'stem_temporal_kernel',
                   'temporal_kernels', 'self_gating', 'resnetd_shortcut')
   inference_fields = shape_fields + ('bn_epsilon', 'stem_temporal_stride',
