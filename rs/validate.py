@@ -385,12 +385,14 @@ def _check_data(data) -> None:
 
 def _check_folder(data) -> None:
   from rs.data import records  # TensorFlow: only for folder datasets
-  if data.augment != 'inception_crop':
+  video = bool(data.get('frames'))  # clips have their own sampling: data.augment is unused
+  if data.augment != 'inception_crop' and not video:
     _fail('data.augment', data.augment, 'data.name=folder streams its images: set '
           "--config.data.augment='inception_crop'")
+  files = 'video files' if video else '*.jpg'
   if not data.data_dir or not _isdir(data.data_dir):
-    _fail('data.data_dir', data.data_dir, 'data.name=folder reads ROOT/SPLIT/CLASS/*.jpg: set '
-          '--config.data.data_dir to ROOT')
+    _fail('data.data_dir', data.data_dir, f'data.name=folder reads ROOT/SPLIT/CLASS/{files}: '
+          'set --config.data.data_dir to ROOT')
   for field in ('train_split', 'eval_split'):
     split = data[field]
     if not _isdir(os.path.join(data.data_dir, split)):

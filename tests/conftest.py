@@ -127,7 +127,8 @@ def tiny_run(tmp_path_factory):
 # starting last would leave the other worker idle while it runs.
 LONGEST_FIRST = ('test_multihost.py', 'test_launch_tpu.py', 'test_preemption.py',
                  'test_launch_local.py', 'test_notebook.py', 'test_sweep.py',
-                 'test_sources_e2e.py', 'test_export.py', 'test_convert.py', 'test_benchmark.py')
+                 'test_sources_e2e.py', 'test_export.py', 'test_convert.py', 'test_benchmark.py',
+                 'test_video.py')
 
 
 def pytest_collection_modifyitems(items):

@@ -46,7 +46,12 @@ def files(tmp_path_factory):
 CASES = [
     # Config files and fields (rs.main; every command with a --config parses it the same way).
     ('rs.main', [f'--config={TINY}', '--workdir={tmp}/w', '--config.model.name=resnet3d_rs50'],
-     'a 3D network for video clips'),
+     'a 3D network takes video clips: set --config.data.frames'),
+    ('rs.main', [f'--config={TINY}', '--workdir={tmp}/w', '--config.data.frames=8'],
+     'takes images: leave data.frames unset'),
+    ('rs.main', [f'--config={TINY}', '--workdir={tmp}/w', '--config.model.name=resnet3d_rs50',
+                 '--config.data.frames=8', '--config.data.name=folder'],
+     'data.name=folder reads ROOT/SPLIT/CLASS/video files'),
     ('rs.main', [f'--config={TINY}', '--workdir={tmp}/w', '--config.batch_sise=8'],
      'the config has no field batch_sise; did you mean --config.batch_size?'),
     ('rs.main', [f'--config={TINY}', '--workdir={tmp}/w', '--config.model.nme=x'],
