@@ -12,8 +12,9 @@
 #    for training, train[54000:] to choose; seed 0), by final EMA top-1. The test split is not read.
 #    TUNE=0 skips this and keeps each recipe's own (0.2 and 0.016 per 256): no choice is made.
 # 3. Three seeds of each (SEEDS), chosen learning rate, on the whole training split; test top-1
-#    once. Runs that have their evaluation are skipped, so instances with different SEEDS can
-#    share RUNS_DIR on different cores (taskset -c N), then one more prints the whole table.
+#    once. Runs that have their evaluation are skipped, so instances with different SEEDS (or
+#    NETS="rs" / "en") can share RUNS_DIR on different cores (taskset -c N); then one more
+#    prints the whole table.
 # Prints the measured step times, the minival choices and the final table (markdown).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,9 +88,10 @@ else
   rs_lr=0.2; en_lr=0.016  # configs/fashion_mnist.py's and EfficientNet's own
 fi
 echo "peak learning rates per 256: ResNet-RS $rs_lr, EfficientNet $en_lr"
+NETS=${NETS:-rs en}  # which networks this instance trains (instances may split them too)
 for seed in $SEEDS; do
-  train "rs_test_seed$seed" "$rs_steps" test "$seed" "$rs_lr"
-  train "en_test_seed$seed" "$en_steps" test "$seed" "$en_lr"
+  if [[ $NETS == *rs* ]]; then train "rs_test_seed$seed" "$rs_steps" test "$seed" "$rs_lr"; fi
+  if [[ $NETS == *en* ]]; then train "en_test_seed$seed" "$en_steps" test "$seed" "$en_lr"; fi
 done
 
 $PY - "$runs" <<'PY'
