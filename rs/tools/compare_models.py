@@ -16,6 +16,7 @@ compilation, so it is the training steps' peak: weights, optimizer state, activa
 runtime); per pair, the second network's figures over the first's.
 """
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -105,8 +106,10 @@ def peak_rss_in_own_process(name: str, size: int, batch_size: int, dtype: str, s
     command.append(f'--devices={devices}')
   done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
   if done.returncode:
-    lines = done.stderr.strip().splitlines() or ['(no output)']
-    raise RuntimeError(f'the peak memory probe of {name}@{size} failed: {lines[-1]}')
+    lines = [line for line in done.stderr.strip().splitlines() if ':' in line]
+    why = ('killed by SIGKILL: out of memory?' if done.returncode == -9 else
+           (lines or ['(no output)'])[-1])
+    raise RuntimeError(f'the peak memory probe of {name}@{size} failed ({why})')
   return json.loads(done.stdout.strip().splitlines()[-1])['peak_rss_gib']
 
 
@@ -134,8 +137,13 @@ def measure_pair(pair, batch_size: int, dtype: str, steps: int, rounds: int,
                  'memory_gib': contender.memory('train')['memory_analysis_bytes'] / 2**30})
   del contenders, contender  # their buffers freed before the probes run
   for row in rows:
-    row['peak_rss_gib'] = (peak_rss_in_own_process(row['model'], row['image_size'], batch_size,
-                                                   dtype, steps, devices) if rss else None)
+    row['peak_rss_gib'] = None
+    try:
+      if rss:
+        row['peak_rss_gib'] = peak_rss_in_own_process(row['model'], row['image_size'],
+                                                      batch_size, dtype, steps, devices)
+    except RuntimeError as e:  # the timings stand without it
+      logging.warning('%s; its peak RSS is left out.', e)
   first, second = rows
   for key in ('ms_per_image', 'inference_ms_per_image', 'memory_gib', 'peak_rss_gib'):
     if first[key] and second[key]:
