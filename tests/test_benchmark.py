@@ -110,6 +110,13 @@ def test_compare_models_times_a_resnet_rs_and_an_efficientnet_side_by_side():
     compare_models.parse_pairs(['resnetrs101/efficientnet_b3@300'])
 
 
+def test_a_failed_memory_probe_says_why():
+  from rs.tools import compare_models
+  with pytest.raises(RuntimeError, match=r"probe of nonesuch@32 failed \(error: --pairs: "
+                                         r"'nonesuch@32': give MODEL@RESOLUTION"):
+    compare_models.peak_rss_in_own_process('nonesuch', 32, 2, 'float32', 1)
+
+
 def test_median_step_times_alternates_and_takes_medians():
   calls = []
 
