@@ -103,7 +103,9 @@ print('| network | params | steps | ms per step (side by side) | wall time per r
 print('|---|---|---|---|---|---|---|')
 for prefix, key, params in (('rs', 'resnetrs26_w0.5', '4.92M'),
                             ('en', 'efficientnet_b0_w0.25_d0.5', '0.20M')):
-  seeds = sorted(runs.glob(f'{prefix}_test_seed*'))
+  seeds = sorted(r for r in runs.glob(f'{prefix}_test_seed*') if (r / 'eval.json').exists())
+  if not seeds:  # another instance still training them
+    continue
   last = [json.loads((r / 'eval.json').read_text())[-1] for r in seeds]
   ema = [100 * e['ema_top1'] for e in last]
   raw = [100 * e['top1'] for e in last]
