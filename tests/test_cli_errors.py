@@ -112,6 +112,8 @@ CASES = [
      '--widths=-1: give values above 0'),
     ('rs.tools.sweep', [f'--config={TINY}', '--out={tmp}/s', '--depths=51', '--dry_run'],
      '51 is not registered'),
+    ('rs.tools.sweep', [f'--config={TINY}', '--out={tmp}/s', '--depths=x', '--dry_run'],
+     '--depths=x: give comma-separated integers'),
     ('rs.tools.sweep', [f'--config={TINY}', '--out={tmp}/s', '--models=efficientnet_b9',
                         '--dry_run'], "--models: unknown model 'efficientnet_b9'"),
     ('rs.tools.compare_models', ['--pairs=resnetrs101@192/efficientnet_b3'],

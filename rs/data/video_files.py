@@ -32,15 +32,6 @@ def well_formed(data: tf.Tensor, otherwise=None) -> tf.Tensor:
   return tf.cond(known, lambda: tf.constant(True), otherwise)
 
 
-def decode_error(data: bytes) -> str | None:
-  """Why the bytes do not decode as a video, or None when they do."""
-  try:
-    decode(data)
-  except VideoError as e:
-    return str(e).split(': ', 1)[-1]
-  return None
-
-
 def decode(data: bytes, path: str = 'video') -> np.ndarray:
   """uint8 RGB frames [L, H, W, 3] of an encoded video file's bytes (its first video stream).
   VideoError names `path` when nothing decodes."""

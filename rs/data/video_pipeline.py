@@ -42,8 +42,6 @@ class VideoPipeline(streaming.StreamingPipeline):
     self.undecodable = bad_images.BadImages(self.bad_images, video_files.well_formed,
                                             self._decode_error, kind='video')
 
-  native_size = None
-
   @property
   def image_shape(self) -> tuple[int, int, int, int]:
     return (self.frames, self.image_size, self.image_size, 3)
@@ -67,10 +65,11 @@ class VideoPipeline(streaming.StreamingPipeline):
     return tf.ensure_shape(frames, [None, None, None, 3])
 
   def _decode_error(self, data: bytes) -> str | None:
+    """Why the bytes are no usable video (BadImages' verdict on a file), or None."""
     try:
       self._decode(data)
     except video_files.VideoError as e:
-      return str(e).split(': ', 1)[-1] if str(e).startswith('video: ') else str(e)
+      return str(e).removeprefix('video: ')  # decode()'s default name: the caller has the path
     return None
 
   def _why_undecodable(self, path: str) -> str:

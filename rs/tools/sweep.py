@@ -171,10 +171,6 @@ def write_benchmark(config, workdir: str, num_classes: int | None = None,
   return results
 
 
-def _floats(values):
-  return tuple(float(v) for v in values)
-
-
 def define_flags():
   config_flags.DEFINE_config_file('config', None, 'The base training config.')
   flags.DEFINE_string('out', None, 'Parent directory of the runs (local or gs://).')
@@ -197,10 +193,17 @@ def define_flags():
 def main(argv):
   del argv
   f = flags.FLAGS
+  numbers = {}
+  for flag, parse in (('widths', float), ('depths', int), ('resolutions', int),
+                      ('epochs', float)):
+    try:
+      numbers[flag] = tuple(parse(v) for v in getattr(f, flag))
+    except ValueError:
+      raise app.UsageError(f'--{flag}={",".join(getattr(f, flag))}: give comma-separated '
+                           f'{"integers" if parse is int else "numbers"}') from None
   try:
-    points = expand(f.config, _floats(f.widths), [int(d) for d in f.depths],
-                    [int(r) for r in f.resolutions], _floats(f.epochs), f.only, f.regularize,
-                    f.models)
+    points = expand(f.config, numbers['widths'], numbers['depths'], numbers['resolutions'],
+                    numbers['epochs'], f.only, f.regularize, f.models)
   except ValueError as e:
     raise app.UsageError(str(e))
   if not points:
