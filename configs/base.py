@@ -38,6 +38,13 @@ def get_config():
   c.model.stem_pool = placeholder(str)  # 'conv' (official), 'max', 'none' (paper text)
   c.model.resnetd_shortcut = placeholder(bool)
   c.model.zero_init_last_bn = placeholder(bool)
+  # 3D networks only (rs/models/resnet3d.py): temporal kernels per stage (cycled over its
+  # blocks), the stem's temporal kernel and stride, the pool's temporal stride, self-gating.
+  c.model.temporal_kernels = placeholder(tuple)  # e.g. ((1,), (1,), (3,), (3,))
+  c.model.stem_temporal_kernel = placeholder(int)
+  c.model.stem_temporal_stride = placeholder(int)
+  c.model.pool_temporal_stride = placeholder(int)
+  c.model.self_gating = placeholder(bool)
 
   c.data = ml_collections.ConfigDict()
   # A tfds name (prepared in data_dir, or prepared on first use: imagenet2012 from manual_dir),
@@ -71,8 +78,10 @@ def get_config():
   c.data.cache_decoded = False
   c.data.bad_images = 'skip'  # undecodable images: 'skip' (logged, counted) | 'stop' (error)
   # Video (a 3D network; rs.data.video_pipeline): clips of `frames` frames `frame_stride` apart
-  # from class folders of video files; evaluation averages eval_clips x eval_crops views.
+  # from class folders of videos (files or folders of frames) or a tfds dataset with a Video
+  # feature; evaluation averages eval_clips x eval_crops views of side eval_image_size.
   c.data.frames = placeholder(int)  # None: images
+  c.data.eval_image_size = placeholder(int)  # video only; None: image_size
   c.data.frame_stride = 2
   c.data.eval_clips = 10
   c.data.eval_crops = 3

@@ -140,9 +140,12 @@ def _check_model(config) -> None:
   if video != bool(config.data.get('frames')):
     if video:
       _fail('model.name', name, 'a 3D network takes video clips: set --config.data.frames '
-            '(e.g. 32) and a folder of videos (data.name=folder), or use a 2D model')
+            '(e.g. 32) and videos (data.name=folder or a tfds video dataset), or use a 2D model')
     _fail('data.frames', config.data.frames, f'{name} takes images: leave data.frames unset, '
           'or use a 3D network (resnet3d_rs50, ...)')
+  if config.data.get('eval_image_size') is not None and not video:
+    _fail('data.eval_image_size', config.data.eval_image_size, 'applies to video clips only '
+          '(images evaluate at data.image_size): leave it unset')
   foreign = sorted(k for k, v in config.model.items()
                    if k != 'name' and v is not None and k not in registry.fields_of(name))
   if foreign:
@@ -212,6 +215,10 @@ NUMBERS = (
     ('data.eval_clips', *_INT_FROM_1),
     ('data.eval_crops', *_INT_FROM_1),
     ('data.min_video_frames', *_INT_FROM_1),
+    ('data.eval_image_size', *_INT_FROM_1),
+    ('model.stem_temporal_kernel', *_INT_FROM_1),
+    ('model.stem_temporal_stride', *_INT_FROM_1),
+    ('model.pool_temporal_stride', *_INT_FROM_1),
 )
 
 
@@ -389,7 +396,7 @@ def _check_folder(data) -> None:
   if data.augment != 'inception_crop' and not video:
     _fail('data.augment', data.augment, 'data.name=folder streams its images: set '
           "--config.data.augment='inception_crop'")
-  files = 'video files' if video else '*.jpg'
+  files = 'video files or frame folders' if video else '*.jpg'
   if not data.data_dir or not _isdir(data.data_dir):
     _fail('data.data_dir', data.data_dir, f'data.name=folder reads ROOT/SPLIT/CLASS/{files}: '
           'set --config.data.data_dir to ROOT')

@@ -15,12 +15,13 @@ deterministically and shuffled with a seeded buffer, so the pipeline can rebuild
 from (seed, epoch) alone and a resumed run needs no iterator state.
 """
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
 from etils import epath
 
-from rs.data import sources
+from rs.data import sources, video_files
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
@@ -58,9 +59,10 @@ def open_builder(name: str, data_dir: str | None, manual_dir: str | None = None,
   import tensorflow_datasets as tfds
   try:
     builder = tfds.builder(name, data_dir=data_dir)
-  except Exception as e:  # unknown name, unreadable data_dir
+  except Exception as e:  # unknown name (tfds lists its whole catalogue), unreadable data_dir
+    why = str(e).strip().split('\n')[0]
     raise FileNotFoundError(f'tfds dataset {name!r} unavailable in '
-                            f'{data_dir or "the default data_dir"} ({e}); {prepare_hint(name)}'
+                            f'{data_dir or "the default data_dir"} ({why}); {prepare_hint(name)}'
                             ) from None
   if not builder.is_prepared() and prepare and (manual_dir or not name.startswith('imagenet')):
     try:
@@ -89,10 +91,18 @@ class TfdsRecords:
     if info.file_format.value != 'tfrecord':
       raise ValueError(f'{name} is stored as {info.file_format.value}; rs streams tfrecord '
                        'datasets: rebuild it with `tfds build --file_format=tfrecord`')
-    self.image_key, self.label_key = info.supervised_keys or ('image', 'label')
+    self.image_key, self.label_key = info.supervised_keys or (self._image_key(info), 'label')
+    # A video's frames (a `Video` feature: one encoded image per frame) become one frame pack,
+    # so a record is one string whatever it holds (rs.data.video_pipeline decodes it).
+    self.video = isinstance(info.features[self.image_key], tfds.features.Video)
     label = info.features[self.label_key]
     self.num_classes = label.num_classes
     self.class_names = sources.label_names(name, label)
+
+  def _image_key(self, info) -> str:
+    """The input feature of a dataset without supervised keys: its video, else 'image'."""
+    videos = [k for k, f in info.features.items() if isinstance(f, self._tfds.features.Video)]
+    return videos[0] if videos else 'image'
 
   def _check_split(self, split: str) -> None:
     base = split.split('[')[0]
@@ -138,7 +148,10 @@ class TfdsRecords:
       index, serialized = numbered
       name = tf.strings.join([file, '[', tf.strings.as_string(index), ']'])
       example = features.deserialize_example(serialized, decoders=decoders)
-      return _checked({'image': example[self.image_key],
+      image = example[self.image_key]
+      if self.video:
+        image = tf.io.serialize_tensor(image)
+      return _checked({'image': image,
                        'label': tf.cast(example[self.label_key], tf.int32), 'path': name}, check)
 
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
@@ -191,14 +204,22 @@ class FolderRecords:
           raise ValueError(f'{path}/{name} is not a class of the training split '
                            f'({len(self.class_names)} classes from {self.root})')
         folder = os.path.join(path, name)
-        images = sorted(p.name for p in epath.Path(folder).iterdir()
-                        if p.name.lower().endswith(self.extensions))
+        images = self._entries(folder)
         paths += [os.path.join(folder, f) for f in images]
         labels += [self.class_names.index(name)] * len(images)
       if not paths:
         raise ValueError(f'no {"/".join(self.extensions)} files under {path}/CLASS/')
       self._files[split] = (np.array(paths), np.array(labels, np.int32))
     return self._files[split]
+
+  def _entries(self, folder: str) -> list[str]:
+    """The sorted names of a class folder's examples."""
+    return sorted(p.name for p in epath.Path(folder).iterdir()
+                  if p.name.lower().endswith(self.extensions))
+
+  def _read(self, path: tf.Tensor) -> tf.Tensor:
+    """In graph: an example's bytes."""
+    return tf.io.read_file(path)
 
   def num_examples(self, split: str, host: int = 0, hosts: int = 1) -> int:
     return len(self.files(split)[0][host::hosts])
@@ -217,9 +238,42 @@ class FolderRecords:
     paths, labels = permute((tf.constant(paths[host::hosts]),
                               tf.constant(labels[host::hosts])), order_seed)
     return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
-        lambda path, label: _checked({'image': tf.io.read_file(path), 'label': label,
+        lambda path, label: _checked({'image': self._read(path), 'label': label,
                                       'path': path}, check),
         num_parallel_calls=tf.data.AUTOTUNE)
+
+
+class VideoFolderRecords(FolderRecords):
+  """Videos in ROOT/SPLIT/CLASS/: video files (NAME.mp4|mkv|webm|avi|mov|m4v) and folders of
+  frame images (NAME/*.jpg|png|..., in natural order: frame2 before frame10), mixed as they
+  come. A frame folder's record is a frame pack (rs.data.video_files), decoded after sampling."""
+
+  def __init__(self, root: str, class_split: str = 'train', class_names=None):
+    super().__init__(root, class_split, class_names, extensions=video_files.VIDEO_EXTENSIONS)
+
+  def _entries(self, folder: str) -> list[str]:
+    return sorted(p.name for p in epath.Path(folder).iterdir()
+                  if p.is_dir() or p.name.lower().endswith(self.extensions))
+
+  def _read(self, path: tf.Tensor) -> tf.Tensor:
+    data = tf.numpy_function(lambda p: read_video(p.decode()), [path], tf.string,
+                             stateful=False)
+    return tf.ensure_shape(data, [])
+
+
+def natural_key(name: str) -> list:
+  """Sorts 'frame2' before 'frame10'."""
+  return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', name)]
+
+
+def read_video(path: str) -> bytes:
+  """A video record's bytes: the file, or a folder's frame images as one frame pack."""
+  folder = epath.Path(path)
+  if not folder.is_dir():
+    return folder.read_bytes()
+  frames = sorted((p for p in folder.iterdir() if p.name.lower().endswith(IMAGE_EXTENSIONS)),
+                  key=lambda p: natural_key(p.name))
+  return video_files.pack(p.read_bytes() for p in frames)
 
 
 def _checked(record: dict, check) -> dict:

@@ -1,5 +1,6 @@
-"""Video files on the host: decoding (for the folder-of-videos source) and writing (for data
-sets rs makes, e.g. moving Fashion-MNIST), with PyAV.
+"""Videos on the host: decoding video files (for class folders of videos) and writing them (for
+data sets rs makes, e.g. moving Fashion-MNIST), with PyAV; and frame packs, the one-string form
+of a video stored as encoded frame images (a folder of frames, a tfds `Video` feature).
 
 PyAV is the chosen decoder: its wheels carry FFmpeg's libraries, so `pip install` is all a TPU
 VM or a laptop needs (no system ffmpeg, unlike tfds's video builders, which run the ffmpeg
@@ -12,29 +13,50 @@ import numpy as np
 import tensorflow as tf
 
 VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov', '.m4v')
+# A frame pack is tf.io.serialize_tensor of a 1-D string tensor, one encoded image per frame:
+# its TensorProto starts with dtype DT_STRING (field 1 = 7), then the shape (field 2).
+PACK_SIGNATURE = b'\x08\x07\x12'
 
 
 class VideoError(ValueError):
   """A file that does not decode as a video with at least one frame."""
 
 
+def is_pack(data: tf.Tensor) -> tf.Tensor:
+  """In graph: whether bytes are a frame pack (else a video file, or not a video)."""
+  return tf.equal(tf.strings.substr(data, 0, len(PACK_SIGNATURE)), PACK_SIGNATURE)
+
+
+def pack(frames) -> bytes:
+  """A frame pack of encoded frame images (bytes each), in order."""
+  return tf.make_tensor_proto(np.array(list(frames), dtype=object)).SerializeToString()
+
+
+def unpack(data: bytes) -> list[bytes]:
+  """The encoded frames of a frame pack."""
+  return list(tf.io.parse_tensor(data, tf.string).numpy())
+
+
 def well_formed(data: tf.Tensor, otherwise=None) -> tf.Tensor:
   """In graph, a few string ops: whether bytes start like a video container - Matroska/WebM
-  (EBML), MP4/MOV ('ftyp' box) or AVI (RIFF ... 'AVI '); for bytes that do not, `otherwise()`
-  when given (a whole decode). Empty and non-video files are caught here, before records are
-  numbered, so they shift nothing in the stream (rs.data.streaming)."""
+  (EBML), MP4/MOV ('ftyp' box) or AVI (RIFF ... 'AVI ') - or a frame pack; for bytes that do
+  not, `otherwise()` when given (a whole decode). Empty and non-video files are caught here,
+  before records are numbered, so they shift nothing in the stream (rs.data.streaming)."""
   head = lambda start, size: tf.strings.substr(data, start, size)
   known = tf.reduce_any(tf.stack([
       tf.equal(head(0, 4), b'\x1a\x45\xdf\xa3'), tf.equal(head(4, 4), b'ftyp'),
-      tf.logical_and(tf.equal(head(0, 4), b'RIFF'), tf.equal(head(8, 4), b'AVI '))]))
+      tf.logical_and(tf.equal(head(0, 4), b'RIFF'), tf.equal(head(8, 4), b'AVI ')),
+      is_pack(data)]))
   if otherwise is None:
     return known
   return tf.cond(known, lambda: tf.constant(True), otherwise)
 
 
 def decode(data: bytes, path: str = 'video') -> np.ndarray:
-  """uint8 RGB frames [L, H, W, 3] of an encoded video file's bytes (its first video stream).
-  VideoError names `path` when nothing decodes."""
+  """uint8 RGB frames [L, H, W, 3] of an encoded video file's bytes (its first video stream)
+  or of a frame pack. VideoError names `path` when nothing decodes."""
+  if data.startswith(PACK_SIGNATURE):
+    return decode_pack(data, path)
   import av
   try:
     with av.open(io.BytesIO(data), mode='r') as container:
@@ -50,6 +72,34 @@ def decode(data: bytes, path: str = 'video') -> np.ndarray:
                      f'{str(e).strip()[:120]})') from None
   if not frames:
     raise VideoError(f'{path}: no frames')
+  return np.stack(frames)
+
+
+def decode_frame(data: tf.Tensor) -> tf.Tensor:
+  """In graph: one encoded frame image (JPEG, PNG, BMP, GIF's first frame) as uint8 RGB."""
+  return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+
+def decode_pack(data: bytes, path: str = 'video') -> np.ndarray:
+  """uint8 RGB frames [L, H, W, 3] of a frame pack, every frame decoded (the graph decodes
+  only the frames a clip samples: this is for messages and tools)."""
+  try:
+    encoded = unpack(data)
+  except tf.errors.OpError:
+    raise VideoError(f'{path}: not a readable frame pack') from None
+  if not encoded:
+    raise VideoError(f'{path}: no frames')
+  frames = []
+  for i, image in enumerate(encoded):
+    try:
+      frame = decode_frame(image).numpy()
+    except tf.errors.OpError as e:
+      raise VideoError(f'{path}: frame {i} does not decode ({e.message[:120]})') from None
+    if frames and frame.shape != frames[0].shape:
+      raise VideoError(f'{path}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, frame 0 '
+                       f'{frames[0].shape[1]}x{frames[0].shape[0]}: a video\'s frames share '
+                       'one size')
+    frames.append(frame)
   return np.stack(frames)
 
 

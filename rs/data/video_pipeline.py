@@ -5,11 +5,14 @@ Everything that makes the image pipeline exact carries over unchanged: the recor
 (seed, epoch), each example's randomness from (seed, its position in the global stream), host
 shards, resume by skipping encoded records, evaluation padded and masked so every video counts
 once, undecodable files left out, named and counted (data.bad_images). What differs:
-- a record is a whole video file (ROOT/SPLIT/CLASS/*.mp4|mkv|webm|avi|mov|m4v), decoded on the
-  host by PyAV (rs.data.video_files) in tf.data's parallel map;
+- a record is a whole video: a video file (ROOT/SPLIT/CLASS/*.mp4|mkv|webm|avi|mov|m4v),
+  decoded whole on the host by PyAV (rs.data.video_files) in tf.data's parallel map, or a
+  frame pack (a folder of frame images, or a tfds `Video` feature: one encoded image per
+  frame), of which only the frames a clip samples are decoded, each once;
 - training: one clip of `frames` frames `frame_stride` apart, one crop box and flip for all of
   them (rs.data.video);
-- evaluation: `eval_clips` clips x `eval_crops` crops per video, shaped (views, T, S, S, 3);
+- evaluation: `eval_clips` clips x `eval_crops` crops of side `eval_image_size` per video,
+  shaped (views, T, S, S, 3);
   rs.step.eval_step averages their probabilities;
 - bad files: bytes that do not start like a video container (rs.data.video_files.well_formed)
   are screened out before records are numbered, and shift nothing, as for images; a container
@@ -21,7 +24,6 @@ import dataclasses
 
 import numpy as np
 import tensorflow as tf
-from etils import epath
 
 from rs.data import bad_images, records, streaming, video, video_files
 
@@ -33,6 +35,7 @@ class VideoPipeline(streaming.StreamingPipeline):
   eval_clips: int = 10
   eval_crops: int = 3
   min_video_frames: int = 1
+  eval_image_size: int | None = None  # the eval crops' side; None: image_size
 
   def __post_init__(self):
     for name in ('frames', 'frame_stride', 'eval_clips', 'eval_crops', 'min_video_frames'):
@@ -47,8 +50,12 @@ class VideoPipeline(streaming.StreamingPipeline):
     return (self.frames, self.image_size, self.image_size, 3)
 
   @property
+  def eval_size(self) -> int:
+    return self.eval_image_size or self.image_size
+
+  @property
   def eval_image_shape(self) -> tuple[int, ...]:
-    return (self.eval_clips * self.eval_crops, *self.image_shape)
+    return (self.eval_clips * self.eval_crops, self.frames, self.eval_size, self.eval_size, 3)
 
   def _decode(self, data: bytes) -> np.ndarray:
     if data == bad_images.END['image']:  # the stream's end marker (label -1): one gray frame
@@ -59,10 +66,27 @@ class VideoPipeline(streaming.StreamingPipeline):
                                    f'{self.min_video_frames}')
     return frames
 
-  def _decoded(self, encoded: tf.Tensor) -> tf.Tensor:
-    """uint8 [L, H, W, 3] in the graph; a bad video fails the map (ignore_errors drops it)."""
-    frames = tf.numpy_function(self._decode, [encoded], tf.uint8, stateful=False)
-    return tf.ensure_shape(frames, [None, None, None, 3])
+  def _frames_at(self, encoded: tf.Tensor, indices_of) -> tf.Tensor:
+    """uint8 frames [*indices.shape, H, W, 3] at `indices_of(length)` (int32 frame indices
+    of any shape) of a video record. A frame pack decodes only those frames, each once; a
+    video file decodes whole (PyAV). A bad video fails the map (ignore_errors drops it)."""
+    def from_pack():
+      strings = tf.io.parse_tensor(encoded, tf.string)
+      length = tf.size(strings)
+      with tf.control_dependencies([tf.debugging.assert_greater_equal(
+          length, self.min_video_frames, message='too few frames')]):
+        indices = indices_of(length)
+      unique, where = tf.unique(tf.reshape(indices, [-1]))
+      frames = tf.map_fn(video_files.decode_frame, tf.gather(strings, unique),
+                         fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+      return tf.gather(frames, tf.reshape(where, tf.shape(indices)))
+
+    def from_file():
+      frames = tf.numpy_function(self._decode, [encoded], tf.uint8, stateful=False)
+      frames = tf.ensure_shape(frames, [None, None, None, 3])
+      return tf.gather(frames, indices_of(tf.shape(frames)[0]))
+
+    return tf.cond(video_files.is_pack(encoded), from_pack, from_file)
 
   def _decode_error(self, data: bytes) -> str | None:
     """Why the bytes are no usable video (BadImages' verdict on a file), or None."""
@@ -74,44 +98,46 @@ class VideoPipeline(streaming.StreamingPipeline):
 
   def _why_undecodable(self, path: str) -> str:
     try:
-      why = self._decode_error(epath.Path(path).read_bytes())
+      why = self._decode_error(records.read_video(path))
     except OSError as e:
       return f'failed to decode; then unreadable ({e})'
     return why or 'failed to decode as it was read (decodes now)'
 
   def _train_image(self, encoded, seed):
     index_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    frames = self._decoded(encoded)
-    indices = video.train_frame_indices(tf.shape(frames)[0], self.frames, self.frame_stride,
-                                        index_seed)
-    return video.train_clip(tf.gather(frames, indices), self.image_size, crop_seed)
+    frames = self._frames_at(encoded, lambda length: video.train_frame_indices(
+        length, self.frames, self.frame_stride, index_seed))
+    return video.train_clip(frames, self.image_size, crop_seed)
 
   def _eval_example(self, encoded: tf.Tensor) -> tf.Tensor:
-    frames = self._decoded(encoded)
-    indices = video.eval_frame_indices(tf.shape(frames)[0], self.frames, self.frame_stride,
-                                       self.eval_clips)
-    views = [video.eval_views(tf.gather(frames, indices[k]), self.image_size, self.eval_crops)
+    clips = self._frames_at(encoded, lambda length: video.eval_frame_indices(
+        length, self.frames, self.frame_stride, self.eval_clips))
+    views = [video.eval_views(clips[k], self.eval_size, self.eval_crops)
              for k in range(self.eval_clips)]
     return tf.reshape(tf.concat(views, axis=0), self.eval_image_shape)
 
 
 def create(config, prepare: bool = False) -> VideoPipeline:
-  """The video pipeline of a config whose data.frames is set: class folders of video files
-  (data.name='folder', data.data_dir=ROOT)."""
+  """The video pipeline of a config whose data.frames is set: class folders of videos
+  (data.name='folder', data.data_dir=ROOT with ROOT/SPLIT/CLASS/ video files or frame
+  folders) or a prepared tfds dataset with a `Video` feature (e.g. ucf101)."""
   d = config.data
-  if d.name != 'folder':
-    raise ValueError(f"data.name={d.name!r} with data.frames set: video comes from class "
-                     "folders of video files so far; set --config.data.name=folder and "
-                     "--config.data.data_dir=ROOT (ROOT/SPLIT/CLASS/*.mp4)")
-  if not d.data_dir:
-    raise ValueError('data.name=folder needs --config.data.data_dir=ROOT '
-                     '(ROOT/SPLIT/CLASS/video files)')
-  del prepare  # class folders need no preparing
-  source = records.FolderRecords(d.data_dir, d.train_split.split('[')[0],
-                                 extensions=video_files.VIDEO_EXTENSIONS)
+  if d.name == 'folder':
+    if not d.data_dir:
+      raise ValueError('data.name=folder needs --config.data.data_dir=ROOT (ROOT/SPLIT/CLASS/ '
+                       'video files or folders of frames)')
+    source = records.VideoFolderRecords(d.data_dir, d.train_split.split('[')[0])
+  else:
+    source = records.TfdsRecords(d.name, d.data_dir, d.manual_dir, prepare)
+    if not source.video:
+      raise ValueError(f'data.name={d.name!r} holds images ({source.image_key!r}), not videos, '
+                       'while data.frames is set: give a tfds dataset with a Video feature '
+                       '(e.g. ucf101) or class folders of videos (data.name=folder), or unset '
+                       'data.frames to train on images')
   return VideoPipeline(
       source, d.train_split, d.eval_split, d.image_size, config.batch_size,
       config.eval_batch_size, config.seed, shuffle_buffer=d.shuffle_buffer,
       prefetch=d.prefetch_batches, threads=d.threads, bad_images=d.get('bad_images', 'skip'),
       frames=d.frames, frame_stride=d.frame_stride, eval_clips=d.eval_clips,
-      eval_crops=d.eval_crops, min_video_frames=d.min_video_frames)
+      eval_crops=d.eval_crops, min_video_frames=d.min_video_frames,
+      eval_image_size=d.get('eval_image_size'))
