@@ -413,7 +413,7 @@ def _check_folder(data) -> None:
     _fail('data.train_split', data.train_split, f'{data.data_dir}/{data.train_split} has '
           f'{len(classes)} class folder{"" if len(classes) == 1 else "s"} '
           f'({", ".join(classes) or "none"}): a classifier needs at least 2, one per class '
-          '(ROOT/SPLIT/CLASS/*.jpg)')
+          f'(ROOT/SPLIT/CLASS/{files})')
 
 
 def _check_array_splits(data) -> None:

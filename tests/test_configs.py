@@ -78,3 +78,40 @@ def test_command_line_overrides(monkeypatch):
   c = seen['c']
   assert (c.batch_size, c.model.stage_sizes, c.optimizer.schedule, c.train_steps) == (
       512, (2, 2, 2, 2), 'step', 9)
+
+
+# Facts sheet 1.7-1.8 and Table 6: (network, epochs, weight decay, label smoothing, stochastic
+# depth, EMA, BN momentum) per row of configs/kinetics400.py.
+KINETICS = {
+    'baseline': ('resnet3d50', 200, 1e-4, 0.0, 0.0, 0.0, 0.9),
+    'recipe': ('resnet3d50', 350, 4e-5, 0.1, 0.1, 0.9999, 0.0),
+    'rs50': ('resnet3d_rs50', 350, 4e-5, 0.1, 0.1, 0.9999, 0.0),
+    'rs200': ('resnet3d_rs200', 350, 4e-5, 0.1, 0.1, 0.9999, 0.0),
+}
+
+
+@pytest.mark.parametrize('row', sorted(KINETICS))
+def test_kinetics_rows_carry_the_reference_values(row):
+  from rs import cli
+  c = cli.load_config_file(f'{ROOT}/configs/kinetics400.py:{row}')
+  name, epochs, wd, ls, sd, ema, bn = KINETICS[row]
+  assert (c.model.name, c.train_epochs, c.optimizer.weight_decay, c.label_smoothing) == (
+      name, epochs, wd, ls)
+  assert (c.model.stochastic_depth_rate, c.ema_decay, c.model.bn_momentum) == (sd, ema, bn)
+  d = c.data
+  assert (d.frames, d.frame_stride, d.image_size, d.eval_image_size) == (32, 2, 224, 256)
+  assert (d.eval_clips, d.eval_crops, d.mean, d.std) == (10, 3, (0.0,) * 3, (255.0,) * 3)
+  assert c.optimizer.base_learning_rate * c.batch_size / 256 == 0.8 and c.optimizer.nesterov
+  assert (c.model.dropout_rate, c.warmup_epochs, c.dtype) == (0.5, 5.0, 'bfloat16')
+  steps = c.train_epochs * 215_570 / c.batch_size
+  assert steps == pytest.approx({200: 42_104, 350: 73_682}[epochs], abs=1.5)  # the reference's
+  model = build_model(c, 400)
+  # Table 6's additive study: the baseline network has neither SE nor the ResNet-D stem.
+  assert (model.se_ratio, model.stem) == ((0.0, 'classic') if name == 'resnet3d50' else
+                                          (0.25, 'deep'))
+
+
+def test_a_kinetics_row_that_does_not_exist_is_one_line():
+  result = run_command('rs.main', '--config=configs/kinetics400.py:rs51', '--workdir=/tmp/x')
+  assert result.status != 0
+  assert "row 'rs51': give one of baseline, recipe, rs50" in result.stderr.strip().splitlines()[-1]
