@@ -82,6 +82,7 @@ def get_config():
   # feature; evaluation averages eval_clips x eval_crops views of side eval_image_size.
   c.data.frames = placeholder(int)  # None: images
   c.data.eval_image_size = placeholder(int)  # video only; None: image_size
+  c.data.flip = True  # video only: random left-right flips (off where they change the class)
   c.data.frame_stride = 2
   c.data.eval_clips = 10
   c.data.eval_crops = 3

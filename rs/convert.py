@@ -22,13 +22,12 @@ from typing import Any, Mapping
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
 from rs import cli, logs, weights
 from rs.errors import UserError, one_line
-from rs.models import create_model, registry
+from rs.models import architecture, create_model, registry
 from rs.models.efficientnet import EfficientNet
 
 # Sequential indices of timm's deep stem (conv1 = [conv, bn, act, conv, bn, act, conv]; the
@@ -142,7 +141,7 @@ def from_timm(state_dict: Mapping[str, Any], model_name: str, **overrides) -> di
     first = f"{(_DEEP_STEM if model.stem == 'deep' else _CLASSIC_STEM)['stem1'][0]}.weight"
   channels = state[first].shape[1] if first in state else 3
   abstract = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, 64, 64, channels)), train=False))
+      jax.random.key(0), architecture.example_input(model, channels), train=False))
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract))
   expanded = {path[1] for path in flat if len(path) > 2 and path[2] == 'expand'}
   converted, used = {}, set()

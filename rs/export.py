@@ -13,8 +13,9 @@ for reference. So `--config.init_from=PATH`, `python -m rs.evaluate --weights=PA
 `python -m rs.predict --checkpoint=PATH` and `load(PATH)` read it.
 
 --serving also writes PATH/serving/model.jax_export: the inference function serialised with
-jax.export (StableHLO, weights inside) for uint8 NHWC images of any batch size, normalisation
-inside, {'logits', 'probabilities'} out; PATH/serving/serving.json describes it and
+jax.export (StableHLO, weights inside) for uint8 NHWC images of any batch size (a video
+network: (b, views, T, H, W, C), the views' probabilities averaged), normalisation inside,
+{'logits', 'probabilities'} out; PATH/serving/serving.json describes it and
 `load_serving(PATH)` calls it. --saved_model adds PATH/serving/saved_model/, the same function
 as a TF SavedModel (jax2tf) for TF Serving. From a notebook: `export(workdir, out)`, `load(out)`.
 The workdir is only read: a checkpoint that fails to restore is skipped, never renamed.
@@ -195,12 +196,12 @@ def inference_fn(model, variables, description: weights_lib.Description):
 
 def serving_export(model, variables, description: weights_lib.Description,
                    platforms=SERVING_PLATFORMS):
-  """jax.export.Exported of the inference function for uint8 images (b, S, S, C), b symbolic;
-  the weights are constants inside it, so the file alone serves."""
+  """jax.export.Exported of the inference function for uint8 images (b, S, S, C) (a video
+  network: views (b, V, T, S, S, C)), b symbolic; the weights are constants inside it, so the
+  file alone serves."""
   batch = jax.export.symbolic_shape('b')
   spec = description.input
-  shape = jax.ShapeDtypeStruct((*batch, spec.image_size, spec.image_size, spec.channels),
-                               jnp.uint8)
+  shape = jax.ShapeDtypeStruct((*batch, *spec.shape), jnp.uint8)
   infer = functools.partial(_infer, model, spec, variables)
   return jax.export.export(jax.jit(infer), platforms=platforms)(shape)
 
@@ -208,18 +209,19 @@ def serving_export(model, variables, description: weights_lib.Description,
 def write_saved_model(path: epath.Path, model, variables,
                       description: weights_lib.Description) -> None:
   """A TF SavedModel of the inference function (jax2tf, the same StableHLO inside), for TF
-  Serving: signature 'serving_default', uint8 `images` [None, S, S, C] in."""
+  Serving: signature 'serving_default', uint8 `images` [None, S, S, C] (or a video's views
+  [None, V, T, S, S, C]) in."""
   import tensorflow as tf
   from jax.experimental import jax2tf
   spec = description.input
-  size, channels = spec.image_size, spec.channels
   infer = functools.partial(_infer, model, spec, variables)
-  converted = jax2tf.convert(infer, polymorphic_shapes=[f'(b, {size}, {size}, {channels})'],
+  shape = ', '.join(str(n) for n in spec.shape)
+  converted = jax2tf.convert(infer, polymorphic_shapes=[f'(b, {shape})'],
                              with_gradient=False,
                              native_serialization_platforms=SERVING_PLATFORMS)
   module = tf.Module()
   module.serve = tf.function(converted, autograph=False, input_signature=[
-      tf.TensorSpec([None, size, size, channels], tf.uint8, name='images')])
+      tf.TensorSpec([None, *spec.shape], tf.uint8, name='images')])
   tf.saved_model.save(module, str(path), signatures={'serving_default': module.serve})
 
 
@@ -239,8 +241,9 @@ def write_serving(out: str, model, variables, description: weights_lib.Descripti
       'jax_version': jax.__version__,
       'calling_convention_version': exported.calling_convention_version,
       # The input as it reaches the function; how an image file becomes it is model.json's.
-      'input': {'shape': ['b', spec.image_size, spec.image_size, spec.channels],
-                'dtype': 'uint8', 'layout': 'NHWC', 'preprocess': spec.to_json()},
+      'input': {'shape': ['b', *spec.shape], 'dtype': 'uint8',
+                'layout': 'NVTHWC' if spec.method == 'clips' else 'NHWC',
+                'preprocess': spec.to_json()},
       'outputs': {'logits': ['b', description.num_classes],
                   'probabilities': ['b', description.num_classes]},
       'class_names': description.names(),

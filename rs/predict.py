@@ -24,6 +24,8 @@ Each image is preprocessed exactly as the model's evaluation did, as model.json 
   on a black square and resized to 28 x 28 with the same resize, as Fashion-MNIST built its
   images from product photos; their pixels are light garments on black, so a photograph of a
   dark garment on white needs inverting first (rs.predict does not guess).
+- video networks (3D ResNet-RS): each path is a video file or a folder of frame images, read
+  as rs.data.video_pipeline evaluates: clips x crops views, probabilities averaged.
 --image_size evaluates at another resolution than model.json's.
 
 Class names: model.json's (rs.convert writes ImageNet's 1000 WordNet lemmas, 'tench, Tinca

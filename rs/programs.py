@@ -7,12 +7,11 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from rs import optim, sharding, step as step_lib
 from rs.data import pseudo
-from rs.models import DTYPES, create_model
+from rs.models import DTYPES, architecture, create_model
 from rs.state import create_state
 
 
@@ -43,7 +42,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, num_devices
 def frozen_batch_norms(model, opt_config) -> frozenset:
   """Paths of the BN layers ('stage1_block1/conv1/bn') whose scale and bias are both frozen."""
   shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
-                          jnp.zeros((1, 64, 64, 3)))
+                          architecture.example_input(model))
   frozen = optim.frozen_mask(shapes['params'], opt_config)
   layers = {}
   for path, is_frozen in jax.tree_util.tree_flatten_with_path(frozen)[0]:

@@ -19,7 +19,16 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
 
 def logits(model, variables, images: jax.Array, mean, std) -> jax.Array:
   """float32 logits of uint8 (or 0..255 float) images in inference mode: the one forward that
-  evaluation, rs.export's serving function, rs.predict and rs.tools.benchmark run."""
+  evaluation, rs.export's serving function, rs.predict and rs.tools.benchmark run.
+
+  Images with one axis more than the model takes hold several views of each example (a
+  video's clips x crops): each example's probabilities are averaged over its views, returned
+  as log-probabilities (a valid logit vector: its softmax is the mean)."""
+  if images.ndim == model.input_rank + 1:
+    b, views = images.shape[:2]
+    out = logits(model, variables, images.reshape(b * views, *images.shape[2:]), mean, std)
+    return jax.nn.logsumexp(jax.nn.log_softmax(out.reshape(b, views, -1)), axis=1) - jnp.log(
+        views)
   x = normalize(images, mean, std)
   return model.apply(variables, x, train=False).astype(jnp.float32)
 
@@ -183,16 +192,7 @@ def eval_step(variables, batch, *, model, mean, std):
   Sums, not means, so the host adds batches up and every real example counts exactly once.
   """
   labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
-  images = batch['image']
-  if images.ndim == model.input_rank + 1:
-    # Several views per example (a video's clips x crops): their probabilities averaged, as
-    # log-probabilities (a valid logit vector: its softmax is the mean).
-    b, views = images.shape[:2]
-    out = logits(model, variables, images.reshape(b * views, *images.shape[2:]), mean, std)
-    out = jax.nn.logsumexp(jax.nn.log_softmax(out.reshape(b, views, -1)), axis=1)
-    out = out - jnp.log(views)
-  else:
-    out = logits(model, variables, images, mean, std)
+  out = logits(model, variables, batch['image'], mean, std)  # views averaged, if any
   return {
       'count': jnp.sum(mask),
       'loss': jnp.sum(cross_entropy(out, labels, out.shape[-1], 0.0) * mask),

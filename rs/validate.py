@@ -146,6 +146,9 @@ def _check_model(config) -> None:
   if config.data.get('eval_image_size') is not None and not video:
     _fail('data.eval_image_size', config.data.eval_image_size, 'applies to video clips only '
           '(images evaluate at data.image_size): leave it unset')
+  if config.data.get('flip', True) is not True and not video:
+    _fail('data.flip', config.data.flip, 'turns flips off for video clips only so far (images '
+          'are always flipped): leave it True')
   foreign = sorted(k for k, v in config.model.items()
                    if k != 'name' and v is not None and k not in registry.fields_of(name))
   if foreign:

@@ -20,7 +20,6 @@ import dataclasses
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rs import checkpoint, rundir
@@ -227,8 +226,8 @@ def read_variables(directory: str, sharding: jax.sharding.Sharding | None = None
 
 def shapes(model, channels: int) -> dict[str, tuple[tuple[int, ...], str]]:
   """{'params/stem1/conv/kernel': (shape, dtype)} of the network's variables."""
-  tree = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, channels)),
-                                           train=False))
+  tree = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), architecture.example_input(model, channels), train=False))
   return shapes_of({k: tree[k] for k in ('params', 'batch_stats')})
 
 

@@ -58,12 +58,65 @@ def video_config(tiny, root):
   return config
 
 
-def test_a_3d_network_trains_on_video_files_and_evaluates_every_video_once(tiny, videos, tmp_path):
-  config = video_config(tiny, videos)
-  result = train.train_and_evaluate(config, str(tmp_path / 'run'))
+@pytest.fixture(scope='module')
+def video_run(videos, tmp_path_factory):
+  """(workdir, config, final evaluation) of the tiny video run: 4 steps, one evaluation."""
+  from conftest import tiny_config
+  config = video_config(tiny_config, videos)
+  workdir = str(tmp_path_factory.mktemp('video_run') / 'run')
+  return workdir, config, train.train_and_evaluate(config, workdir)
+
+
+def test_a_3d_network_trains_on_video_files_and_evaluates_every_video_once(video_run):
+  _, _, result = video_run
   # 16 test videos (the broken file left out), each scored once from its 2 x 3 views.
   assert result['num_examples'] == 16
   assert np.isfinite(result['loss']) and 0 <= result['top1'] <= 1
+
+
+def test_an_exported_video_network_predicts_and_serves_as_it_evaluated(video_run, videos,
+                                                                       tmp_path):
+  """rs.export writes the clip views into model.json; rs.predict on a video file and on the
+  same video as a folder of frames gives the probabilities the evaluation pipeline's views
+  give; the serving function takes (b, views, T, S, S, 3) uint8 and agrees; a bad file is one
+  line and the others are still predicted."""
+  import json
+  import pathlib
+  from conftest import run_command
+  from rs import export, predict
+  from rs.tools import moving_dataset
+  workdir, config, _ = video_run
+  out = str(tmp_path / 'export')
+  export.export(workdir, out, serving=True)
+  spec = json.loads((pathlib.Path(out) / 'model.json').read_text())['input']
+  assert (spec['method'], spec['frames'], spec['clips'], spec['crops'], spec['image_size']) == (
+      'clips', 4, 2, 3, 24)
+  # The pipeline's first test video, its views and the EMA weights' probabilities.
+  pipeline = video_pipeline.create(config)
+  first = next(pipeline.eval_iter())
+  path = pipeline.source.names(config.data.eval_split)[0]
+  model, variables, description = export.load(out)
+  want = np.asarray(jax.nn.softmax(step_lib.logits(model, variables, first['image'][:1],
+                                                   config.data.mean, config.data.std)))
+  frames_dir = tmp_path / 'frames'
+  frames = video_files.decode(pathlib.Path(path).read_bytes())
+  moving_dataset.write_folder(str(frames_dir), 'x', frames[None, ..., :1], [0], as_frames=True)
+  frame_folder = str(next((frames_dir / 'x').glob('*/*')))
+  predictor = predict.Predictor(out)
+  np.testing.assert_allclose(predictor.prepare.read(path), first['image'][0])
+  for source in (path, frame_folder):
+    got = predictor.predict([source])[0]
+    top = int(np.argmax(want[0]))
+    assert got['top5'][0]['index'] == top
+    np.testing.assert_allclose(got['top5'][0]['probability'], want[0, top], rtol=1e-5)
+  call, info = export.load_serving(out)
+  assert info['input']['shape'] == ['b', 6, 4, 24, 24, 3]
+  served = np.asarray(call(first['image'][:2].astype(np.uint8))['probabilities'])
+  np.testing.assert_allclose(served[0], want[0], rtol=1e-4, atol=1e-6)
+  broken = str(pathlib.Path(videos) / 'test' / 'east' / 'broken.mp4')
+  result = run_command('rs.predict', f'--checkpoint={out}', '--json', path, broken)
+  assert result.status == 1 and len(result.stdout.strip().splitlines()) == 1
+  assert f'rs.predict: {broken}: does not decode as a video' in result.stderr
 
 
 def test_clips_are_a_pure_function_of_seed_and_step_and_resume_exactly(tiny, videos):

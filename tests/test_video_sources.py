@@ -4,26 +4,19 @@ clips, and the pipeline's evaluation views of them are equal pixel for pixel. Fr
 and tfds videos decode only the sampled frames; bad frames and short videos are skipped and
 counted like bad video files."""
 import gzip
-import io
 
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
-import jax
 
 from rs import sharding, validate
 from rs.data import moving, records, video_files, video_pipeline
+from rs.tools import moving_dataset
 
 FASHION = '/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz'
-FRAMES = 10  # frame names f1 ... f10: natural order differs from the lexical one
-
-
-def _png(frame):
-  buffer = io.BytesIO()
-  Image.fromarray(frame[..., 0]).save(buffer, format='PNG')
-  return buffer.getvalue()
+FRAMES = 12  # frame_0 ... frame_11: natural order differs from the lexical one
 
 
 @pytest.fixture(scope='module')
@@ -34,50 +27,23 @@ def clips():
   # In the folder source's order (class name, then file name), so every source lists the
   # same videos in the same order.
   order = sorted(range(len(labels)), key=lambda i: (moving.CLASS_NAMES[labels[i]], i))
-  return [(i, data[i], int(labels[i])) for i in order]
+  return data[order], labels[order]
 
 
 def _write_folders(root, clips, as_frames):
+  """rs.tools.moving_dataset's layout: ROOT/SPLIT/CLASS/NNNNN.mkv or NNNNN/frame_K.png."""
   for split in ('train', 'test'):
-    for name in moving.CLASS_NAMES:
-      (root / split / name).mkdir(parents=True, exist_ok=True)
-    for i, clip, label in clips:
-      folder = root / split / moving.CLASS_NAMES[label]
-      if as_frames:
-        (folder / f'{i:03d}').mkdir()
-        for t, frame in enumerate(clip):
-          (folder / f'{i:03d}' / f'f{t + 1}.png').write_bytes(_png(frame))
-      else:
-        (folder / f'{i:03d}.mkv').write_bytes(video_files.encode(clip))
+    moving_dataset.write_folder(str(root), split, *clips, as_frames=as_frames)
   return str(root)
-
-
-def _write_tfds(data_dir, clips):
-  import tensorflow_datasets as tfds
-  features = tfds.features.FeaturesDict({
-      'video': tfds.features.Video(shape=(None, 32, 32, 1), encoding_format='png'),
-      'label': tfds.features.ClassLabel(names=list(moving.CLASS_NAMES))})
-  signature = {'video': tf.TensorSpec((None, 32, 32, 1), tf.uint8),
-               'label': tf.TensorSpec((), tf.int64)}
-
-  def split():
-    return tf.data.Dataset.from_generator(
-        lambda: ({'video': clip, 'label': label} for _, clip, label in clips),
-        output_signature=signature)
-
-  tfds.dataset_builders.store_as_tfds_dataset(
-      name='moving_fashion', version='1.0.0', features=features,
-      split_datasets={'train': split(), 'test': split()}, data_dir=str(data_dir),
-      disable_shuffling=True)
-  return str(data_dir)
 
 
 @pytest.fixture(scope='module')
 def sources(tmp_path_factory, clips):
   tmp = tmp_path_factory.mktemp('sources')
+  moving_dataset.write_tfds(str(tmp / 'tfds'), {'train': clips, 'test': clips})
   return {'files': ('folder', _write_folders(tmp / 'files', clips, as_frames=False)),
           'frames': ('folder', _write_folders(tmp / 'frames', clips, as_frames=True)),
-          'tfds': ('moving_fashion', _write_tfds(tmp / 'tfds', clips))}
+          'tfds': (moving_dataset.TFDS_NAME, str(tmp / 'tfds'))}
 
 
 def _config(tiny, name, data_dir):
@@ -109,22 +75,23 @@ def test_files_frame_folders_and_tfds_give_the_same_evaluation_views(tiny, sourc
   views = {}
   for kind, (name, data_dir) in sources.items():
     pipeline = video_pipeline.create(_config(tiny, name, data_dir))
-    assert pipeline.num_classes == 8 and pipeline.num_eval_examples == len(clips)
+    assert pipeline.num_classes == 8 and pipeline.num_eval_examples == len(clips[1])
     assert pipeline.eval_image_shape == (6, 4, 28, 28, 3)
     images, labels = _eval_images(pipeline)
     # Folders number classes by their sorted names, tfds as its ClassLabel lists them.
     views[kind] = images, [pipeline.class_names[label] for label in labels]
   images, labels = views['files']
-  assert labels == [moving.CLASS_NAMES[label] for _, _, label in clips]
-  assert images.shape == (len(clips), 6, 4, 28, 28, 3)
+  assert labels == [moving.CLASS_NAMES[label] for label in clips[1]]
+  assert images.shape == (12, 6, 4, 28, 28, 3)
   for kind in ('frames', 'tfds'):
     assert views[kind][1] == labels
     np.testing.assert_array_equal(views[kind][0], images)
-  # Independent truth for one view: clip 1's frames 0, 2, 4, 6 (start linspace(0, 10 - 8, 2)
-  # = 0, 2 for the second clip: frames 2, 4, 6, 8), the 32 px canvas resized to 28 (bilinear,
-  # rounded: the pipeline's exact arithmetic), one crop (square: all three crops coincide).
-  _, clip, _ = clips[0]
-  second = tf.image.resize(np.repeat(clip[[2, 4, 6, 8]], 3, -1), (28, 28), method='bilinear')
+  # Independent truth for one view: the second clip of the first video starts at frame 4
+  # (linspace(0, 12 - 8, 2)) and takes frames 4, 6, 8, 10 (frame_10 after frame_9: natural
+  # order); the 32 px canvas resized to 28 (bilinear, rounded, as the pipeline); one crop
+  # (square frames: the three crops coincide).
+  second = tf.image.resize(np.repeat(clips[0][0][[4, 6, 8, 10]], 3, -1), (28, 28),
+                           method='bilinear')
   np.testing.assert_array_equal(images[0, 3], np.round(np.clip(second, 0, 255)))
 
 
@@ -149,29 +116,29 @@ def test_frame_folders_and_tfds_train_on_the_same_clips_as_files(tiny, sources):
 
 def test_frames_are_read_in_natural_order_and_packed_whole(sources, clips):
   _, data_dir = sources['frames']
-  i, clip, label = clips[0]
-  path = f'{data_dir}/train/{moving.CLASS_NAMES[label]}/{i:03d}'
+  path = f'{data_dir}/train/{moving.CLASS_NAMES[clips[1][0]]}/00000'
   packed = records.read_video(path)
   assert video_files.well_formed(tf.constant(packed)).numpy()
-  np.testing.assert_array_equal(video_files.decode(packed, path), np.repeat(clip, 3, -1))
+  np.testing.assert_array_equal(video_files.decode(packed, path), np.repeat(clips[0][0], 3, -1))
 
 
 def test_bad_frames_short_videos_and_mixed_folders(tiny, tmp_path, clips, caplog):
   """One class folder mixes video files and frame folders; a frame folder with a corrupt
   frame, an empty one and (with min_video_frames) a short one are skipped and named."""
-  root = _write_folders(tmp_path / 'mixed', clips[:6], as_frames=True)
+  root = _write_folders(tmp_path / 'mixed', (clips[0][:6], clips[1][:6]), as_frames=True)
   test = tmp_path / 'mixed' / 'test'
-  _, clip, label = clips[6]
+  clip, label = clips[0][6], clips[1][6]
+  png = moving_dataset.encode_png
   (test / moving.CLASS_NAMES[label] / 'a_file.mkv').write_bytes(video_files.encode(clip))
   broken = test / moving.CLASS_NAMES[label] / 'broken'
   broken.mkdir()
   for t, frame in enumerate(clip):
-    (broken / f'{t}.png').write_bytes(_png(frame)[:60] if t == 0 else _png(frame))
+    (broken / f'{t}.png').write_bytes(png(frame)[:60] if t == 0 else png(frame))
   (test / moving.CLASS_NAMES[label] / 'empty').mkdir()
   short = test / moving.CLASS_NAMES[label] / 'short'
   short.mkdir()
   for t, frame in enumerate(clip[:3]):
-    (short / f'{t}.png').write_bytes(_png(frame))
+    (short / f'{t}.png').write_bytes(png(frame))
 
   config = _config(tiny, 'folder', root)
   config.data.min_video_frames = 4
@@ -197,9 +164,34 @@ def test_bad_video_source_settings_are_one_line(tiny, sources, tmp_path):
     video_pipeline.create(config)
   config = tiny()
   config.data.eval_image_size = 256
-  with pytest.raises(validate.ConfigError, match='data.eval_image_size=256: applies to video clips only'):
+  with pytest.raises(validate.ConfigError,
+                     match='data.eval_image_size=256: applies to video clips only'):
+    validate.check_config(config, sharding.create_mesh(jax.devices()[:1]))
+  config = tiny()
+  config.data.flip = False
+  with pytest.raises(validate.ConfigError, match='data.flip=False: turns flips off for video'):
     validate.check_config(config, sharding.create_mesh(jax.devices()[:1]))
   config = _config(tiny, *sources['files'])
   config.data.eval_image_size = 0
   with pytest.raises(validate.ConfigError, match='data.eval_image_size=0'):
     validate.check_config(config, sharding.create_mesh(jax.devices()[:1]))
+
+
+def test_moving_dataset_command_writes_disjoint_splits(tmp_path):
+  from conftest import run_command
+  result = run_command('rs.tools.moving_dataset', f'--out={tmp_path}', '--train=16',
+                       '--minival=8', '--test=8', '--frames=4', '--canvas=32')
+  assert result.status == 0, result.stderr
+  assert '16 train, 8 minival, 8 test clips of 4 frames, 32x32 (files)' in result.stdout
+  for split, count in (('train', 16), ('minival', 8), ('test', 8)):
+    files = sorted(tmp_path.glob(f'{split}/*/*.mkv'))
+    assert len(files) == count and {f.parent.name for f in files} <= set(moving.CLASS_NAMES)
+    first = video_files.decode(files[0].read_bytes())
+    assert first.shape == (4, 32, 32, 3)
+  # Minival clips come from the last 6,000 training images, training clips from the rest.
+  train, minival = (moving_dataset.split_images(s) for s in ('train', 'minival'))
+  assert len(train) == 54_000 and len(minival) == 6_000
+  assert not np.array_equal(train[-1], minival[0])
+  bad = run_command('rs.tools.moving_dataset', f'--out={tmp_path}', '--canvas=20')
+  assert bad.status == 1 and bad.stderr.strip().splitlines()[-1] == (
+      "error: --canvas=20: at least 28, the images' size")

@@ -1,7 +1,7 @@
 """How an image becomes a network's evaluation input: one description, used by the eval
 pipelines, by rs.predict on image files, and stored with every set of weights (rs.weights).
 
-Two methods, as the two pipelines evaluate:
+Three methods, as the pipelines evaluate:
 - 'center_crop' (streamed datasets: ImageNet, tfds and class folders; timm imports): the
   official eval crop S / (S + crop_padding) of the shorter side (or a fixed crop_fraction),
   decoded straight from the JPEG, then TF1's bicubic resize to S x S
@@ -10,6 +10,10 @@ Two methods, as the two pipelines evaluate:
   (rs.data.preprocess.resize). A file of another size than the dataset's own (`native_size`,
   28 for Fashion-MNIST) is first centered on a black square and resized to that size, as
   Fashion-MNIST built its images from product photos.
+- 'clips' (video: rs.data.video_pipeline): a video file or a folder of frames, decoded, then
+  `clips` clips of `frames` frames `frame_stride` apart, each frame's shorter side resized to S
+  and `crops` S x S crops: (clips x crops, frames, S, S, C) views, whose probabilities the
+  network's forward averages (rs.step.logits).
 The pixels are then normalised on the device with `mean` and `std` (0..255 scale, per channel).
 """
 import dataclasses
@@ -19,7 +23,7 @@ from etils import epath
 
 from rs.errors import one_line
 
-METHODS = ('center_crop', 'resize')
+METHODS = ('center_crop', 'resize', 'clips')
 
 
 class ImageError(ValueError):
@@ -36,6 +40,12 @@ class EvalInput:
   crop_padding: int = 32
   crop_fraction: float | None = None
   native_size: int | None = None  # 'resize': the side of the dataset's own images
+  frames: int | None = None  # 'clips': frames per clip, frame_stride apart
+  frame_stride: int = 1
+  clips: int = 1
+  crops: int = 1
+
+  VIDEO_FIELDS = ('frames', 'frame_stride', 'clips', 'crops')
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -49,6 +59,12 @@ class EvalInput:
     """What a training config's evaluation does (data.augment 'pad_crop' holds the dataset in
     memory and resizes; 'inception_crop' streams and center-crops)."""
     d = config.data
+    if d.get('frames'):
+      return cls(image_size=int(d.get('eval_image_size') or d.image_size),
+                 channels=int(channels), mean=tuple(float(x) for x in d.mean),
+                 std=tuple(float(x) for x in d.std), method='clips', frames=int(d.frames),
+                 frame_stride=int(d.frame_stride), clips=int(d.eval_clips),
+                 crops=int(d.eval_crops))
     return cls(image_size=int(d.image_size), channels=int(channels),
                mean=tuple(float(x) for x in d.mean), std=tuple(float(x) for x in d.std),
                method='center_crop' if d.augment == 'inception_crop' else 'resize',
@@ -56,8 +72,17 @@ class EvalInput:
                crop_fraction=d.get('eval_crop_fraction'),
                native_size=native_size)
 
+  @property
+  def shape(self) -> tuple[int, ...]:
+    """One example's input: (S, S, C), or a video's views (clips x crops, T, S, S, C)."""
+    image = (self.image_size, self.image_size, self.channels)
+    return (self.clips * self.crops, self.frames, *image) if self.method == 'clips' else image
+
   def to_json(self) -> dict:
-    return {**dataclasses.asdict(self), 'mean': list(self.mean), 'std': list(self.std)}
+    values = {**dataclasses.asdict(self), 'mean': list(self.mean), 'std': list(self.std)}
+    if self.method != 'clips':  # image inputs keep the fields they always had
+      values = {k: v for k, v in values.items() if k not in self.VIDEO_FIELDS}
+    return values
 
   @classmethod
   def from_json(cls, values: dict) -> 'EvalInput':
@@ -66,9 +91,12 @@ class EvalInput:
   # Image files (rs.predict, the pseudo-labelling teacher).
 
   def __call__(self, image_bytes: bytes) -> np.ndarray:
-    """Encoded image -> float32 (S, S, channels) on 0..255; ImageError for undecodable bytes."""
+    """Encoded image -> float32 (S, S, channels) on 0..255 (a video: its views, `shape`);
+    ImageError for undecodable bytes."""
     import tensorflow as tf
     from rs.data import tf_preprocess
+    if self.method == 'clips':
+      return self._views(image_bytes)
     # A JPEG decoder may stop at a crop window before a truncation: look at the whole file.
     if not tf_preprocess.well_formed(tf.constant(image_bytes)):
       error = tf_preprocess.decode_error(image_bytes)
@@ -85,14 +113,31 @@ class EvalInput:
       raise ImageError(why) from None
 
   def read(self, path: str) -> np.ndarray:
-    """The image file at `path` as the network's input; ImageError (naming why) when unusable."""
+    """The image file at `path` (for 'clips': a video file or a folder of frames) as the
+    network's input; ImageError (naming why) when unusable."""
     try:
-      image_bytes = epath.Path(path).read_bytes()
+      if self.method == 'clips':
+        from rs.data import records
+        image_bytes = records.read_video(path)
+      else:
+        image_bytes = epath.Path(path).read_bytes()
     except OSError as e:
       raise ImageError(e.strerror or one_line(e, limit=None)) from None
     if not image_bytes:
       raise ImageError('empty file')
     return self(image_bytes)
+
+  def _views(self, video_bytes: bytes) -> np.ndarray:
+    import tensorflow as tf
+    from rs.data import video, video_files
+    try:
+      frames = tf.constant(video_files.decode(video_bytes, path='the video'))
+    except video_files.VideoError as e:
+      raise ImageError(str(e).removeprefix('the video: ')) from None
+    views = video.eval_clip_views(lambda indices_of: tf.gather(frames, indices_of(len(frames))),
+                                  self.frames, self.frame_stride, self.clips, self.image_size,
+                                  self.crops)
+    return views.numpy().astype(np.float32)
 
   def _decode(self, image_bytes: bytes) -> np.ndarray:
     """uint8 (H, W, channels), whatever the file holds: alpha dropped, color made gray by

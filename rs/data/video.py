@@ -69,10 +69,11 @@ def eval_views(frames: tf.Tensor, size: int, num_crops: int) -> tf.Tensor:
 
 
 def train_clip(frames: tf.Tensor, size: int, seed, area=(0.08, 1.0),
-               aspect_ratio=(0.5, 2.0)) -> tf.Tensor:
+               aspect_ratio=(0.5, 2.0), flip: bool = True) -> tf.Tensor:
   """uint8 frames [T, H, W, C] -> [T, size, size, C]: one random-resized crop box for every
   frame (sample_distorted_bounding_box, min object covered 0.1, 100 attempts: the reference's
-  scale jitter), bilinear resize, one horizontal flip with probability 1/2."""
+  scale jitter), bilinear resize, one horizontal flip with probability 1/2 (unless `flip` is
+  off: where left and right carry the class, e.g. the direction of a motion)."""
   box_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   shape = tf.shape(frames)
   begin, box_size, _ = tf.image.stateless_sample_distorted_bounding_box(
@@ -82,5 +83,16 @@ def train_clip(frames: tf.Tensor, size: int, seed, area=(0.08, 1.0),
   crop = tf.slice(frames, [0, begin[0], begin[1], 0], [-1, box_size[0], box_size[1], -1])
   clip = tf.image.resize(crop, [size, size], method='bilinear')
   clip = tf.cast(tf.round(tf.clip_by_value(clip, 0, 255)), tf.uint8)
-  flip = tf.random.stateless_uniform([], flip_seed) < 0.5
-  return tf.where(flip, tf.reverse(clip, axis=[2]), clip)
+  if not flip:
+    return clip
+  flipped = tf.random.stateless_uniform([], flip_seed) < 0.5
+  return tf.where(flipped, tf.reverse(clip, axis=[2]), clip)
+
+
+def eval_clip_views(frames_at, num_frames: int, stride: int, num_clips: int, size: int,
+                    num_crops: int) -> tf.Tensor:
+  """A video's evaluation input, uint8 [num_clips * num_crops, T, size, size, C] (clip-major):
+  `frames_at(indices_of)` gives the frames at `indices_of(length)` of the video (the pipeline
+  decodes only those; rs.predict has them all)."""
+  clips = frames_at(lambda length: eval_frame_indices(length, num_frames, stride, num_clips))
+  return tf.concat([eval_views(clips[k], size, num_crops) for k in range(num_clips)], axis=0)

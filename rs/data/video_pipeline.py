@@ -10,7 +10,7 @@ once, undecodable files left out, named and counted (data.bad_images). What diff
   frame pack (a folder of frame images, or a tfds `Video` feature: one encoded image per
   frame), of which only the frames a clip samples are decoded, each once;
 - training: one clip of `frames` frames `frame_stride` apart, one crop box and flip for all of
-  them (rs.data.video);
+  them (rs.data.video; data.flip=False where left and right carry the class);
 - evaluation: `eval_clips` clips x `eval_crops` crops of side `eval_image_size` per video,
   shaped (views, T, S, S, 3);
   rs.step.eval_step averages their probabilities;
@@ -36,6 +36,7 @@ class VideoPipeline(streaming.StreamingPipeline):
   eval_crops: int = 3
   min_video_frames: int = 1
   eval_image_size: int | None = None  # the eval crops' side; None: image_size
+  flip: bool = True  # training clips flipped left-right half the time
 
   def __post_init__(self):
     for name in ('frames', 'frame_stride', 'eval_clips', 'eval_crops', 'min_video_frames'):
@@ -107,14 +108,13 @@ class VideoPipeline(streaming.StreamingPipeline):
     index_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     frames = self._frames_at(encoded, lambda length: video.train_frame_indices(
         length, self.frames, self.frame_stride, index_seed))
-    return video.train_clip(frames, self.image_size, crop_seed)
+    return video.train_clip(frames, self.image_size, crop_seed, flip=self.flip)
 
   def _eval_example(self, encoded: tf.Tensor) -> tf.Tensor:
-    clips = self._frames_at(encoded, lambda length: video.eval_frame_indices(
-        length, self.frames, self.frame_stride, self.eval_clips))
-    views = [video.eval_views(clips[k], self.eval_size, self.eval_crops)
-             for k in range(self.eval_clips)]
-    return tf.reshape(tf.concat(views, axis=0), self.eval_image_shape)
+    views = video.eval_clip_views(lambda indices_of: self._frames_at(encoded, indices_of),
+                                  self.frames, self.frame_stride, self.eval_clips,
+                                  self.eval_size, self.eval_crops)
+    return tf.ensure_shape(views, self.eval_image_shape)
 
 
 def create(config, prepare: bool = False) -> VideoPipeline:
@@ -140,4 +140,4 @@ def create(config, prepare: bool = False) -> VideoPipeline:
       prefetch=d.prefetch_batches, threads=d.threads, bad_images=d.get('bad_images', 'skip'),
       frames=d.frames, frame_stride=d.frame_stride, eval_clips=d.eval_clips,
       eval_crops=d.eval_crops, min_video_frames=d.min_video_frames,
-      eval_image_size=d.get('eval_image_size'))
+      eval_image_size=d.get('eval_image_size'), flip=d.get('flip', True))

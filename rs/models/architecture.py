@@ -64,22 +64,27 @@ def from_json(arch: dict) -> dict:
   return {k: _normal(k, v) for k, v in arch.items()}
 
 
+def example_input(model, channels: int = 3, side: int = 64) -> jnp.ndarray:
+  """Zeros shaped like one input of the network: an image (1, side, side, channels), or for
+  a 3D network a one-frame clip; for initialising it and reading its variables' shapes."""
+  rank = getattr(model, 'input_rank', 4)
+  return jnp.zeros((1,) * (rank - 3) + (side, side, channels))
+
+
 @functools.lru_cache(maxsize=64)
 def total_stride(model, channels: int = 3) -> int:
   """How many times the network shrinks its input: the input side over the smallest feature
   map it makes, read off the network itself (every module's output, shapes only). Maps of
   side 1 are pooled summaries (Squeeze-Excite), not the resolution, and are left out."""
   side = 4096
-  rank = getattr(model, 'input_rank', 4)  # a 3D network: a one-frame clip
 
   def trace():
-    shape = (1,) * (rank - 3) + (side, side, channels)
-    return model.init_with_output(jax.random.key(0), jnp.zeros(shape),
+    return model.init_with_output(jax.random.key(0), example_input(model, channels, side),
                                   train=False, capture_intermediates=True)
 
   _, variables = jax.eval_shape(trace)
   maps = [x.shape[-3] for x in jax.tree.leaves(variables['intermediates'])
-          if x.ndim == rank and x.shape[-3] > 1]
+          if x.ndim == getattr(model, 'input_rank', 4) and x.shape[-3] > 1]
   return side // min(maps)
 
 
