@@ -117,8 +117,19 @@ def measure_pair(pair, batch_size: int, dtype: str, steps: int, rounds: int,
                  devices: int | None = None, rss: bool = True) -> list[dict]:
   """Both networks of `pair` compiled, then their training and inference steps timed in
   alternating rounds, on the first `devices` local devices (None: all); with `rss`, each
-  network's training peak resident memory in a process of its own."""
+  network's training peak resident memory in a process of its own, measured first: this
+  process holds nothing large yet, so the command needs no more memory than its largest
+  network (a process keeps freed buffers' pages, so probes run later would add to it)."""
   from rs.tools import benchmark, summary
+  peak_rss = {}
+  for name, size in pair:
+    peak_rss[name, size] = None
+    try:
+      if rss:
+        peak_rss[name, size] = peak_rss_in_own_process(name, size, batch_size, dtype, steps,
+                                                        devices)
+    except RuntimeError as e:  # the timings stand without it
+      logging.warning('%s; its peak RSS is left out.', e)
   mesh = _mesh(devices)
   contenders = {key: _contender(*key, batch_size, dtype, mesh) for key in pair}
   seconds = benchmark.median_step_times({k: c.train_step for k, c in contenders.items()},
@@ -134,16 +145,8 @@ def measure_pair(pair, batch_size: int, dtype: str, steps: int, rounds: int,
                  'ms_per_image': 1e3 * seconds[name, size] / batch_size,
                  'inference_ms_per_image': 1e3 * inference[name, size] / batch_size,
                  'compile_s': contender.train_compile_s,
-                 'memory_gib': contender.memory('train')['memory_analysis_bytes'] / 2**30})
-  del contenders, contender  # their buffers freed before the probes run
-  for row in rows:
-    row['peak_rss_gib'] = None
-    try:
-      if rss:
-        row['peak_rss_gib'] = peak_rss_in_own_process(row['model'], row['image_size'],
-                                                      batch_size, dtype, steps, devices)
-    except RuntimeError as e:  # the timings stand without it
-      logging.warning('%s; its peak RSS is left out.', e)
+                 'memory_gib': contender.memory('train')['memory_analysis_bytes'] / 2**30,
+                 'peak_rss_gib': peak_rss[name, size]})
   first, second = rows
   for key in ('ms_per_image', 'inference_ms_per_image', 'memory_gib', 'peak_rss_gib'):
     if first[key] and second[key]:
