@@ -199,3 +199,24 @@ def test_inflate_refuses_what_is_not_an_inflation():
   np.testing.assert_allclose(inflated.sum(axis=0), kernel, rtol=1e-6)
   assert transfer.inflate(kernel, (3, 3, 2, 3, 4)) is None
   assert transfer.inflate(kernel, (2, 2, 3, 4)) is None
+
+
+@pytest.mark.parametrize('name, size, gmacs', [
+    ('resnet3d_rs50', 224, 88), ('resnet3d_rs50', 256, 115), ('resnet3d_rs101', 224, 175),
+    ('resnet3d50', 224, 50)])
+def test_summary_counts_a_clips_flops_as_the_facts_sheet(name, size, gmacs):
+  """rs.tools.summary's XLA count per 32-frame clip against the facts sheet's (section 1.5,
+  computed from the layer spec): 2 FLOPs per multiply-accumulate, within 1.5% (XLA also
+  counts the element-wise work)."""
+  from rs.tools import summary
+  s = summary.summarize(name, size, num_classes=400, compiled=False)
+  assert s['frames'] == 32
+  assert s['gflops'] == pytest.approx(2 * gmacs, rel=0.015)
+
+
+def test_summary_refuses_frames_for_an_image_network():
+  from conftest import run_command
+  result = run_command('rs.tools.summary', '--model=resnetrs50', '--frames=8')
+  assert result.status == 1 and result.stderr.strip().splitlines()[-1] == (
+      'error: --frames=8: resnetrs50 takes images; frames apply to 3D networks '
+      '(resnet3d_rs50, ...)')

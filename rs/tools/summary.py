@@ -7,7 +7,8 @@ in two conventions:
                    lowered program with padding made explicit (TF1's own pad + VALID form).
   gflops_compiled  XLA's count on the compiled program, which skips taps that only see
                    padding and adds fused element-wise work (BN, ReLU, SE).
-RS-50 at 160: 4.59 and 4.41 GFLOPs; the paper reports 4.6.
+RS-50 at 160: 4.59 and 4.41 GFLOPs; the paper reports 4.6. A 3D network's FLOPs are per clip
+of --frames frames (default 32: 3D ResNet-RS-50 at 32 x 224^2, 176 GFLOPs).
 """
 import json
 
@@ -17,7 +18,7 @@ from absl import flags
 
 from rs import cli, validate
 from rs.errors import UserError
-from rs.models import create_model, official
+from rs.models import create_model, official, registry
 
 
 def _flops(cost) -> float:
@@ -25,17 +26,27 @@ def _flops(cost) -> float:
   return float(cost['flops'])
 
 
+VIDEO_FRAMES = 32  # a 3D network's default clip length (the Kinetics recipe's)
+
+
 def summarize(name: str, image_size: int, num_classes: int = 1000, compiled: bool = True,
-              **overrides) -> dict:
-  """params (trainable), batch-norm statistics, and forward GFLOPs per image (see above).
+              frames: int | None = None, **overrides) -> dict:
+  """params (trainable), batch-norm statistics, and forward GFLOPs per image (see above), or
+  per clip of `frames` frames (default 32) for a 3D network.
 
   compiled=False skips `gflops_compiled`, which compiles the forward pass (seconds for big
   models); `gflops` needs only the lowered program.
   """
+  video = registry.family(name).input_rank == 5 if name in registry.MODELS else False
+  if frames is not None and not video:
+    raise UserError(f'--frames={frames}: {name} takes images; frames apply to 3D networks '
+                    '(resnet3d_rs50, ...)')
+  frames = (frames or VIDEO_FRAMES) if video else None
   # Counted on the CPU backend whatever the default device: FLOPs are the program's, and XLA's
   # GPU backend gives no cost analysis of a lowered program (JAX 0.11.2, H200).
   cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
-  x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32, sharding=cpu)
+  clip = (frames,) if video else ()
+  x = jax.ShapeDtypeStruct((1, *clip, image_size, image_size, 3), jnp.float32, sharding=cpu)
   # XLA's own convolutions: the CPU-friendly lowering pads stride-2 kernels (more taps counted).
   overrides = {'conv_lowering': 'native'} | overrides
   model = create_model(name, num_classes=num_classes, **overrides)
@@ -48,6 +59,7 @@ def summarize(name: str, image_size: int, num_classes: int = 1000, compiled: boo
   explicit = create_model(name, num_classes=num_classes, explicit_padding=True, **overrides)
   result = {
       'model': name, 'image_size': image_size, 'num_classes': num_classes,
+      **({'frames': frames} if video else {}),
       **{k: v for k, v in overrides.items() if k != 'conv_lowering'},
       'params': count(variables['params']),
       'batch_stats': count(variables['batch_stats']),
@@ -81,11 +93,12 @@ def main(argv):
     raise UserError(f'--width_multiplier={f.width_multiplier:g}: give a channel multiplier '
                     'above 0')
   overrides = {} if f.width_multiplier == 1.0 else {'width_multiplier': f.width_multiplier}
-  s = summarize(f.model, f.image_size, f.num_classes, **overrides)
+  s = summarize(f.model, f.image_size, f.num_classes, frames=f.frames, **overrides)
   if f.json:
     print(json.dumps(s))
   else:
-    print(f"{s['model']} @{s['image_size']}: {s['params']:,} parameters, "
+    clip = f"{s['frames']}x" if 'frames' in s else ''
+    print(f"{s['model']} @{clip}{s['image_size']}: {s['params']:,} parameters, "
           f"{s['gflops']:.2f} GFLOPs forward (compiled, XLA: {s['gflops_compiled']:.2f})")
 
 
@@ -95,6 +108,8 @@ def define_flags():
   flags.DEFINE_integer('image_size', 224, 'Square input resolution.')
   flags.DEFINE_integer('num_classes', 1000, 'Classifier outputs.')
   flags.DEFINE_float('width_multiplier', 1.0, 'Channel multiplier.')
+  flags.DEFINE_integer('frames', None, 'Frames per clip of a 3D network (default 32).',
+                       lower_bound=1)
   flags.DEFINE_bool('json', False, 'Print one JSON object instead of text.')
   flags.DEFINE_bool('released', False, 'Print the markdown table of every released variant '
                     'against its official figures (docs/models.md).')
