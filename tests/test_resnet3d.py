@@ -220,3 +220,20 @@ def test_summary_refuses_frames_for_an_image_network():
   assert result.status == 1 and result.stderr.strip().splitlines()[-1] == (
       'error: --frames=8: resnetrs50 takes images; frames apply to 3D networks '
       '(resnet3d_rs50, ...)')
+
+
+def test_benchmark_times_clips_and_refuses_what_does_not_apply():
+  """rs.tools.benchmark on a 3D network trains on clips of --frames frames; frames for an
+  image network, or timm for a 3D one, are one line each."""
+  import json
+  from conftest import run_command
+  result = run_command('rs.tools.benchmark', '--model=resnet3d_rs50', '--width_multiplier=0.125',
+                       '--image_size=32', '--frames=4', '--batch_size=2', '--steps=1',
+                       '--rounds=1', '--kinds=inference', '--devices=1', '--json')
+  assert result.status == 0, result.stderr
+  rows = [json.loads(line) for line in result.stdout.strip().splitlines()]
+  assert rows[0]['frames'] == 4 and rows[-1]['measurement'] == 'rs/inference'
+  for args, why in ((('--model=resnetrs50', '--frames=8'), '--frames=8: resnetrs50 takes images'),
+                    (('--model=resnet3d_rs50', '--compare=timm'), 'timm has no 3D networks')):
+    result = run_command('rs.tools.benchmark', *args)
+    assert result.status == 1 and why in result.stderr.strip().splitlines()[-1]

@@ -44,7 +44,7 @@ from ml_collections import config_flags
 
 from rs import cli, memory, models, optim, programs, sharding, step as step_lib, validate
 from rs.errors import UserError
-from rs.models import DTYPES, MODELS, architecture
+from rs.models import DTYPES, MODELS, architecture, registry
 from rs.tools import summary
 
 TIMM_MODES = ('eager', 'compiled')
@@ -56,17 +56,26 @@ BASE_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..
 
 
 def rs_config(recipe, model: str, image_size: int, batch_size: int, dtype: str,
-              width_multiplier: float | None = None):
+              width_multiplier: float | None = None, frames: int | None = None):
   """A copy of the training config `recipe` (configs/base.py: the paper's) at this model,
   resolution, batch and dtype. An EfficientNet gets its own official recipe instead
-  (configs/efficientnet.py: RMSProp, BN epsilon 1e-3, its dropout)."""
+  (configs/efficientnet.py: RMSProp, BN epsilon 1e-3, its dropout); a 3D network takes clips
+  of `frames` frames (default 32) with the Kinetics recipe (configs/kinetics400.py)."""
+  video = model in MODELS and registry.family(model).input_rank == 5
+  if frames is not None and not video:
+    raise ValueError(f'--frames={frames}: {model} takes images; frames apply to 3D networks')
   if model.startswith('efficientnet_') and model in MODELS:
     from configs import efficientnet
     recipe = efficientnet.get_config(model.removeprefix('efficientnet_'))
+  if video:
+    from configs import kinetics400
+    recipe = kinetics400.get_config()
   c = recipe.copy_and_resolve_references()
   c.model.name = model
   c.model.width_multiplier = width_multiplier
   c.data.image_size = image_size
+  if video:
+    c.data.frames = frames or summary.VIDEO_FRAMES
   c.batch_size = batch_size
   c.dtype = dtype
   return c
@@ -122,11 +131,13 @@ class RsContender:
     self.mesh = mesh or sharding.create_mesh()
     sharding.check_batch_size('batch_size', config.batch_size, self.mesh)
     size = config.data.image_size
+    # An image, or a clip of data.frames frames for a 3D network.
+    shape = (*([config.data.frames] if config.data.get('frames') else []), size, size, 3)
     schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size, 0, 10_000, 100)
-    training = programs.build_training(config, self.mesh, num_classes, (size, size, 3), schedule)
+    training = programs.build_training(config, self.mesh, num_classes, shape, schedule)
     rng = np.random.default_rng(seed)
     self.batch = sharding.to_global({
-        'image': rng.integers(0, 256, (config.batch_size, size, size, 3), np.uint8),
+        'image': rng.integers(0, 256, (config.batch_size, *shape), np.uint8),
         'label': rng.integers(0, num_classes, (config.batch_size,), np.int32)}, self.mesh)
     self.state = jax.jit(training.init, out_shardings=training.state_sharding)(
         jax.random.key(seed))
@@ -251,11 +262,15 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
   if unknown:
     raise ValueError(f'--compare={",".join(sorted(unknown))}: only timm is supported')
   overrides = architecture.of_config(config.model)
+  frames = config.data.get('frames')
+  if compare and frames:
+    raise ValueError(f'--compare={",".join(compare)}: timm has no 3D networks; time {model} '
+                     'alone')
   if compare and overrides:
     raise ValueError(f'--compare=timm needs the released architecture of {model} (timm has '
                      f'no other); this one changes {", ".join(sorted(overrides))}')
   model_summary = summary.summarize(model, image_size, num_classes, compiled=False,
-                                    **overrides)
+                                    frames=frames, **overrides)
   forward_flops = model_summary['gflops'] * 1e9
   counts = (devices,) if isinstance(devices, int) else tuple(devices or ())
   if len(set(counts)) != len(counts) or any(d < 1 for d in counts):
@@ -265,7 +280,8 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
                      f'{jax.default_backend()} devices')
   meshes = [sharding.create_mesh(jax.local_devices()[:d]) for d in counts] or [
       sharding.create_mesh()]
-  common = {'model': model, **overrides, 'image_size': image_size, 'batch_size': batch_size,
+  common = {'model': model, **overrides, 'image_size': image_size,
+            **({'frames': frames} if frames else {}), 'batch_size': batch_size,
             'dtype': dtype, 'backend': jax.default_backend(), 'devices': meshes[0].size}
   results = [{'measurement': 'model', **common, 'params': model_summary['params'],
               'gflops_forward': model_summary['gflops']}]
@@ -332,9 +348,11 @@ def format_text(results: list[dict]) -> str:
   for r in results:
     m = r['measurement']
     if m == 'model':
-      lines.append(f"{r['model']} @{r['image_size']}, batch {r['batch_size']}, {r['dtype']}, "
-                   f"{r['backend']} x{r['devices']}: {r['params']:,} params, "
-                   f"{r['gflops_forward']:.3g} GFLOPs forward per image")
+      clip = f"{r['frames']}x" if 'frames' in r else ''
+      lines.append(f"{r['model']} @{clip}{r['image_size']}, batch {r['batch_size']}, "
+                   f"{r['dtype']}, {r['backend']} x{r['devices']}: {r['params']:,} params, "
+                   f"{r['gflops_forward']:.3g} GFLOPs forward per "
+                   + ('clip (img/s below: clips/s)' if clip else 'image'))
     elif m == 'matmul_peak':
       lines.append(f"matmul peak ({r['dtype']}): {r['gflops_per_sec']:.0f} GFLOP/s")
     elif m == 'ratio':
@@ -372,6 +390,8 @@ def define_flags():
   flags.DEFINE_string('model', 'resnetrs50', 'A registered model name (rs.models.MODELS).')
   flags.DEFINE_integer('image_size', 160, 'Square input resolution.')
   flags.DEFINE_integer('batch_size', 32, 'Global batch size.')
+  flags.DEFINE_integer('frames', None, 'Frames per clip of a 3D network (default 32).',
+                       lower_bound=1)
   flags.DEFINE_enum('dtype', 'float32', list(DTYPES), 'Compute dtype.')
   flags.DEFINE_float('width_multiplier', None, 'Channel multiplier (rs only).')
   flags.DEFINE_list('compare', [], 'Also time these implementations: timm.')
@@ -394,7 +414,7 @@ def main(argv):
   f = flags.FLAGS
   try:
     config = f.config if f['config'].present else rs_config(
-        f.config, f.model, f.image_size, f.batch_size, f.dtype, f.width_multiplier)
+        f.config, f.model, f.image_size, f.batch_size, f.dtype, f.width_multiplier, f.frames)
     devices = tuple(int(d) for d in f.devices)
     sharding.request_cpu_devices(max(devices, default=1))  # before JAX starts (below)
     check_sizes(config, devices, from_config=f['config'].present)
