@@ -77,6 +77,10 @@ def get_config():
   # decoded is ~110 GB per host copy); crops and augmentation stay random every epoch.
   c.data.cache_decoded = False
   c.data.bad_images = 'skip'  # undecodable images: 'skip' (logged, counted) | 'stop' (error)
+  # Channels of the network's input: 1 (grayscale) or 3 (RGB); None: the dataset's own (1 for
+  # Fashion-MNIST, 3 for decoded files). Gray and color files mix; data.mean and data.std
+  # give one value per channel. Weights for the other count are adapted (rs.transfer).
+  c.data.channels = placeholder(int)
   # Video (a 3D network; rs.data.video_pipeline): clips of `frames` frames `frame_stride` apart
   # from class folders of videos (files or folders of frames) or a tfds dataset with a Video
   # feature; evaluation averages eval_clips x eval_crops views of side eval_image_size.

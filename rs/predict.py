@@ -18,7 +18,7 @@ Each image is preprocessed exactly as the model's evaluation did, as model.json 
   `tf_preprocess.eval_image_from_bytes`, the official center crop S / (S + crop_padding)
   (or crop_fraction), decoded straight from the JPEG, then TF1's bicubic resize to S x S.
 - in-memory datasets (Fashion-MNIST): the file decoded with the model's channel count
-  (grayscale for Fashion-MNIST: color files through TF's luma weights), then
+  (grayscale for Fashion-MNIST: color files through their luma, tf_preprocess.grayscale), then
   `preprocess.resize` to S x S, as rs.data.pipeline resizes the eval split. A file at the
   dataset's own size (28 x 28) is thus exactly an eval image. Any other size is first centered
   on a black square and resized to 28 x 28 with the same resize, as Fashion-MNIST built its

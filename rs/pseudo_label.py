@@ -98,7 +98,7 @@ def teacher_input(spec: EvalInput, bad):
 
   def from_pixels(pixels):  # in-memory arrays, as rs.data.preprocess.resize resizes them
     if pixels.shape[-1] != spec.channels:
-      pixels = (tf.image.rgb_to_grayscale(pixels) if spec.channels == 1
+      pixels = (tf_preprocess.grayscale(pixels) if spec.channels == 1
                 else tf.repeat(pixels, spec.channels, axis=-1))
     image = tf.image.resize(pixels, shape[:2], method='bilinear', antialias=True)
     return tf.clip_by_value(tf.round(image), 0, 255)
@@ -107,7 +107,7 @@ def teacher_input(spec: EvalInput, bad):
     if spec.method == 'center_crop':
       image = tf_preprocess.eval_image_from_bytes(encoded, spec.image_size, spec.crop_padding,
                                                   spec.crop_fraction)
-      return tf.image.rgb_to_grayscale(image) if spec.channels == 1 else image
+      return tf_preprocess.grayscale(image) if spec.channels == 1 else image
     image = tf.py_function(lambda b: spec(b.numpy()), [encoded], tf.float32)  # EvalInput's
     return tf.ensure_shape(image, shape)
 

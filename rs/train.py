@@ -72,12 +72,17 @@ def evaluate(eval_fn, weights: dict[str, dict], pipeline, mesh) -> dict[str, flo
   return result
 
 
-def start_from_weights(state, directory: str, sharding_, skip: str | None = None):
+def start_from_weights(state, directory: str, sharding_, skip: str | None = None,
+                       channels: int = 3):
   """`state` with its weights (raw and EMA) replaced by saved ones (rs.export's, rs.convert's),
-  except those matching the regex `skip` (config.init_skip: e.g. a new classifier)."""
+  except those matching the regex `skip` (config.init_skip: e.g. a new classifier); weights
+  for images of another channel count than this network's `channels` get their input
+  convolution adapted (rs.transfer)."""
   initial = {'params': state.params, 'batch_stats': state.batch_stats}
   saved = weights_lib.read_variables(directory)  # merge names what differs from the network
-  variables, report = transfer.merge(initial, saved, skip)
+  saved_channels = weights_lib.saved_channels(directory)
+  variables, report = transfer.merge(
+      initial, saved, skip, channels=saved_channels and (saved_channels, channels))
   try:
     description = weights_lib.read(directory)
     source = f'{directory} ({description.model}, {description.source.get("tool")})'
@@ -206,7 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         start_step = 0
         if config.init_from:
           state = start_from_weights(state, config.init_from, training.state_sharding,
-                                     config.init_skip)
+                                     config.init_skip, pipeline.image_shape[-1])
 
     if start_step >= steps.total:  # nothing left to train: report the run's evaluation
       return finished_evaluation(workdir, start_step, steps, lambda: evaluate(

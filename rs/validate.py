@@ -146,6 +146,8 @@ def _check_model(config) -> None:
   if config.data.get('eval_image_size') is not None and not video:
     _fail('data.eval_image_size', config.data.eval_image_size, 'applies to video clips only '
           '(images evaluate at data.image_size): leave it unset')
+  if video and config.data.get('channels') not in (None, 3):
+    _fail('data.channels', config.data.channels, 'video clips are RGB so far: leave it unset')
   if config.data.get('flip', True) is not True and not video:
     _fail('data.flip', config.data.flip, 'turns flips off for video clips only so far (images '
           'are always flipped): leave it True')
@@ -218,6 +220,8 @@ NUMBERS = (
     ('data.eval_clips', *_INT_FROM_1),
     ('data.eval_crops', *_INT_FROM_1),
     ('data.min_video_frames', *_INT_FROM_1),
+    ('data.channels', lambda v: v in (1, 3) and not isinstance(v, bool), '1 (grayscale) or 3 '
+     '(RGB)'),
     ('data.eval_image_size', *_INT_FROM_1),
     ('model.stem_temporal_kernel', *_INT_FROM_1),
     ('model.stem_temporal_stride', *_INT_FROM_1),
@@ -364,9 +368,10 @@ def check_init_fits(config, num_classes: int, image_shape: tuple[int, ...]) -> N
   model = programs.build_model(config, num_classes)
   wanted = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)),
                                              train=False))
+  saved_channels = weights.saved_channels(init_from)
   try:
     transfer.merge(wanted, checkpoint.tree_metadata(str(epath.Path(init_from) / 'variables')),
-                   config.init_skip)
+                   config.init_skip, saved_channels and (saved_channels, image_shape[-1]))
   except transfer.WeightsMismatch as e:
     try:
       d = weights.read(init_from)

@@ -175,6 +175,15 @@ def _version_1_splits(meta: dict) -> dict:
 # Reading and writing.
 
 
+def saved_channels(directory: str) -> int | None:
+  """The input channels of the images the weights in `directory` were made for (model.json),
+  or None when it has no readable description."""
+  try:
+    return read(directory).input.channels
+  except WeightsError:
+    return None
+
+
 def read(directory: str) -> Description:
   """DIR/model.json; WeightsError when it is missing or unreadable."""
   meta_file = rundir.path(directory) / 'model.json'

@@ -132,7 +132,10 @@ def fashion(tmp_path_factory):
 def fashion_photo_input(path: str) -> np.ndarray:
   """rs.predict's documented path for a photo given to a Fashion-MNIST model."""
   with open(path, 'rb') as f:
-    gray = tf.image.rgb_to_grayscale(tf.io.decode_jpeg(f.read())).numpy()  # (400, 600, 1)
+    rgb = tf.io.decode_jpeg(f.read()).numpy().astype(np.float32)  # (400, 600, 3)
+  # ITU-R 601 luma, its weights scaled to sum to 1 (a gray pixel stays itself), rounded.
+  luma = rgb @ (np.float32([0.2989, 0.5870, 0.1140]) / np.float32(0.9999))
+  gray = np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
   square = np.pad(gray, ((100, 100), (0, 0), (0, 0)))  # centered on black
   return preprocess.resize(preprocess.resize(square[None], 28), 32)[0]
 

@@ -122,3 +122,117 @@ def test_transfer_config_is_a_vanilla_resnet152_without_sd_or_ema():
   assert model.stochastic_depth_rate == 0 and config.ema_decay == 0
   assert config.data.randaugment_layers > 0 and config.label_smoothing > 0
   assert config.model.dropout_rate > 0 and config.optimizer.schedule == 'cosine'
+
+
+# Input channels (issue 21): the input convolution adapted between 1- and 3-channel images.
+
+def test_channel_rules_are_timms():
+  kernel = np.random.default_rng(0).normal(size=(3, 3, 3, 8)).astype(np.float32)
+  np.testing.assert_allclose(transfer.adapt_channels(kernel, 1), kernel.sum(2, keepdims=True),
+                             rtol=1e-6)
+  gray = kernel[:, :, :1]
+  np.testing.assert_allclose(transfer.adapt_channels(gray, 3), np.repeat(gray, 3, 2) / 3)
+  four = transfer.adapt_channels(kernel, 4)  # RGB, R again; x 3/4 (timm's adapt_input_conv)
+  np.testing.assert_allclose(four, np.concatenate([kernel, kernel[:, :, :1]], 2) * 0.75,
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match='no rule adapts 4 input channels to 2'):
+    transfer.adapt_channels(four, 2)
+
+
+def _random_bn(variables, seed):
+  """Variables whose BN statistics are random (positive variances): a real check of the
+  whole network, not of a freshly initialised one."""
+  rng = np.random.default_rng(seed)
+  stats = jax.tree.map(lambda x: np.abs(rng.normal(1.0, 0.3, x.shape)).astype(np.float32)
+                       if x.ndim else x, variables['batch_stats'])
+  return {'params': variables['params'], 'batch_stats': stats}
+
+
+@pytest.mark.parametrize('have, want', [(3, 1), (1, 3)])
+def test_adapted_input_conv_gives_the_original_output_on_a_gray_image(tiny, have, want):
+  """The issue's test: a 3-channel network's weights in a 1-channel network, on a grayscale
+  image, give exactly the original's logits on the image replicated to RGB (and the reverse),
+  with the same normalisation on every channel."""
+  from rs import step as step_lib
+  config = tiny()
+  model = programs.build_model(config, 10)
+  size = config.data.image_size
+  init = lambda c, seed: jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(seed), jnp.zeros((1, size, size, c)))
+  saved = _random_bn(init(have, 1), 2)
+  merged, report = transfer.merge(init(want, 0), saved, channels=(have, want))
+  assert report['channels_adapted'] == ['params/stem1/conv/kernel']
+  assert len(report['loaded']) == len(jax.tree.leaves(saved))
+  gray = np.random.default_rng(3).integers(0, 256, (2, size, size, 1)).astype(np.float32)
+  rgb = np.repeat(gray, 3, -1)
+  logits = lambda v, x: np.asarray(step_lib.logits(model, v, x, (120.0,) * x.shape[-1],
+                                                   (60.0,) * x.shape[-1]))
+  images = {1: gray, 3: rgb}
+  np.testing.assert_allclose(logits(merged, images[want]), logits(saved, images[have]),
+                             rtol=1e-4, atol=1e-4)
+  # Without the channel counts nothing is adapted: the mismatch is named.
+  with pytest.raises(transfer.WeightsMismatch, match='shapes differ for params/stem1/conv'):
+    transfer.merge(init(want, 0), saved)
+
+
+def test_the_embedded_default_fine_tunes_on_a_folder_of_gray_pngs(tiny_run, tmp_path, caplog):
+  """The issue's walk-through: Fashion-MNIST weights (1 channel), exported, fine-tuned with
+  configs/finetune.py on a class folder of grayscale PNGs with one color JPEG mixed in, read
+  as RGB (the folder's default): the stem is adapted 1 -> 3 with one log line, and the result
+  predicts files. As 1 channel (data.channels=1) the folder gives gray images, the color one
+  through TF's luma weights, and the weights fit as they are."""
+  import gzip
+  import logging
+  from PIL import Image
+  from conftest import ROOT, run_command
+  from rs import cli, export
+  from rs.data import pipeline as pipeline_lib, preprocess
+  workdir, _ = tiny_run
+  export.export(workdir, str(tmp_path / 'weights'))
+  with gzip.open('/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz') as f:
+    images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:24]
+  for i, image in enumerate(images):
+    folder = tmp_path / 'digits' / ('train' if i < 16 else 'validation') / 'ab'[i % 2]
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(folder / f'{i}.png')
+  color = np.stack([images[0], images[1], images[2]], -1)
+  Image.fromarray(color).save(tmp_path / 'digits' / 'validation' / 'a' / 'color.png')
+
+  def finetune_config(channels):
+    config = cli.load_config_file(f'{ROOT}/configs/finetune.py')
+    config.model.name = 'resnetrs14'
+    config.model.width_multiplier = 0.125
+    config.init_from = str(tmp_path / 'weights')
+    config.data.data_dir = str(tmp_path / 'digits')
+    config.data.image_size = 28  # the files' size: the eval crop keeps all of them
+    config.data.eval_crop_fraction = 1.0
+    config.data.channels = channels
+    if channels == 1:
+      config.data.mean, config.data.std = (72.9,), (90.0,)
+    config.batch_size = config.eval_batch_size = 8
+    config.train_steps, config.warmup_steps, config.eval_every_steps = 2, 1, 2
+    return config
+
+  gray = pipeline_lib.create_pipeline(finetune_config(1))
+  assert gray.image_shape == (28, 28, 1)
+  batch = np.concatenate([b['image'][b['mask'] > 0] for b in gray.eval_iter()])
+  assert batch.shape == (9, 28, 28, 1)
+  # Class 'a' in file order: 16, 18, 20, 22, color; a gray file comes through as it is (the
+  # whole image, resized to its own size), the color one as its luma (to within the uint8
+  # rounding that with_channels adds).
+  np.testing.assert_allclose(batch[0, ..., 0], images[16], atol=1e-3)
+  luma = preprocess.with_channels(color[None], 1)[0, ..., 0]
+  np.testing.assert_allclose(batch[4, ..., 0], luma, atol=1.0)
+  validate.check_init_fits(finetune_config(1), 2, gray.image_shape)  # no adaptation needed
+
+  with caplog.at_level(logging.INFO):
+    result = train.train_and_evaluate(finetune_config(None), str(tmp_path / 'run'))
+  assert result['num_examples'] == 9 and np.isfinite(result['loss'])
+  adapted = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Adapted')]
+  assert adapted == ['Adapted params/stem1/conv/kernel from 1-channel to 3-channel images '
+                     '(repeated and divided by 3).']
+  export.export(str(tmp_path / 'run'), str(tmp_path / 'tuned'))
+  result = run_command('rs.predict', f'--checkpoint={tmp_path}/tuned', '--json',
+                       str(tmp_path / 'digits' / 'validation' / 'a' / '16.png'),
+                       str(tmp_path / 'digits' / 'validation' / 'a' / 'color.png'))
+  assert result.status == 0 and len(result.stdout.strip().splitlines()) == 2

@@ -107,7 +107,7 @@ class EvalInput:
         return self._resized(self._decode(image_bytes))
       image = tf_preprocess.eval_image_from_bytes(
           tf.constant(image_bytes), self.image_size, self.crop_padding, self.crop_fraction)
-      return (tf.image.rgb_to_grayscale(image) if self.channels == 1 else image).numpy()
+      return (tf_preprocess.grayscale(image) if self.channels == 1 else image).numpy()
     except tf.errors.OpError as e:
       why = tf_preprocess.decode_error(image_bytes) or one_line(e.message, limit=None)
       raise ImageError(why) from None
@@ -141,13 +141,14 @@ class EvalInput:
 
   def _decode(self, image_bytes: bytes) -> np.ndarray:
     """uint8 (H, W, channels), whatever the file holds: alpha dropped, color made gray by
-    TF's luma weights (exact on gray pixels), gray repeated for a color model."""
+    luma weights (rs.data.tf_preprocess.grayscale: exact on gray pixels), gray repeated for a color model."""
     import tensorflow as tf
+    from rs.data import tf_preprocess
     # The file's own channels: TF's GIF and BMP decoders give no grayscale.
     image = tf.io.decode_image(image_bytes, channels=0, expand_animations=False)
     image = image[..., :3] if image.shape[-1] >= 3 else image[..., :1]
     if self.channels == 1 and image.shape[-1] == 3:
-      image = tf.image.rgb_to_grayscale(image)
+      image = tf_preprocess.grayscale(image)
     return np.repeat(image.numpy(), self.channels // image.shape[-1], axis=-1)
 
   def _resized(self, image: np.ndarray) -> np.ndarray:

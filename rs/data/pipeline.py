@@ -68,17 +68,21 @@ def _labeled_pipeline(config, prepare: bool) -> Pipeline:
   if d.augment not in in_memory.AUGMENTS:
     raise ValueError(f"data.augment={d.augment!r}: use 'inception_crop' (streamed, ImageNet "
                      "recipe), 'pad_crop' or 'none' (in-memory small images)")
+  channels = d.get('channels')
   train, native_size = _in_memory_split(d.name, d.train_split, d.image_size, d.data_dir,
-                                        d.manual_dir)
-  evaluation, _ = _in_memory_split(d.name, d.eval_split, d.image_size, d.data_dir, d.manual_dir)
+                                        d.manual_dir, channels)
+  evaluation, _ = _in_memory_split(d.name, d.eval_split, d.image_size, d.data_dir, d.manual_dir,
+                                   channels)
   return in_memory.InMemoryPipeline(train, evaluation, config.batch_size, config.eval_batch_size,
                                     config.seed, augment=d.augment, pad=d.crop_padding,
                                     prefetch=d.prefetch_batches, native_size=native_size)
 
 
 @functools.lru_cache(maxsize=4)
-def _in_memory_split(name: str, split: str, image_size: int, data_dir, manual_dir):
-  """(the split held in memory, resized to image_size; the side of its own images, if square).
+def _in_memory_split(name: str, split: str, image_size: int, data_dir, manual_dir,
+                     channels: int | None = None):
+  """(the split held in memory, resized to image_size, with `channels` channels (None: its
+  own); the side of its own images, if square).
 
   Kept for the process's later runs: a notebook, a sweep or a test session that trains several
   runs on one dataset reads and resizes it once (Fashion-MNIST's 60,000 images take ~3.5 s on
@@ -86,7 +90,8 @@ def _in_memory_split(name: str, split: str, image_size: int, data_dir, manual_di
   """
   data = sources.load_array_split(name, split, data_dir, manual_dir)
   side = data.images.shape[1] if data.images.shape[1] == data.images.shape[2] else None
-  data = dataclasses.replace(data, images=preprocess.resize(data.images, image_size))
+  data = dataclasses.replace(data, images=preprocess.with_channels(
+      preprocess.resize(data.images, image_size), channels))
   data.images.flags.writeable = data.labels.flags.writeable = False
   return data, side
 
@@ -108,16 +113,17 @@ def eval_pipeline(name: str, split: str, spec: EvalInput, batch_size: int,
   directory's model.json, or a config's evaluation): 'resize' holds the split in memory,
   'center_crop' streams it. A class-folder dataset numbers its classes as `class_names` lists
   them (a weights directory's), else by the folders of `train_split` (as training did)."""
+  if spec.method == 'clips':  # a video network's views of clips
+    from rs.data import video_pipeline
+    return video_pipeline.for_evaluation(name, split, spec, batch_size, data_dir, manual_dir,
+                                         train_split, bad_images, class_names)
   if spec.method == 'resize':
-    data, native_size = _in_memory_split(name, split, spec.image_size, data_dir, manual_dir)
+    data, native_size = _in_memory_split(name, split, spec.image_size, data_dir, manual_dir,
+                                         spec.channels)
     return in_memory.InMemoryPipeline(None, data, batch_size, batch_size, seed=0,
                                       augment='none', native_size=native_size)
-  if spec.channels != 3:
-    raise ValueError(f'the network reads {spec.channels}-channel images, and streamed datasets '
-                     'are decoded as RGB: evaluate it on an in-memory dataset (data.augment '
-                     "'pad_crop') or with rs.predict")
   source = records.open_source(name, data_dir, manual_dir, train_split, class_names=class_names)
   return streaming.StreamingPipeline(
       source, split, split, spec.image_size, batch_size, batch_size,
       eval_crop_padding=spec.crop_padding, eval_crop_fraction=spec.crop_fraction,
-      bad_images=bad_images)
+      bad_images=bad_images, channels=spec.channels)

@@ -16,6 +16,26 @@ def resize(images: np.ndarray, size: int, chunk: int = 8192) -> np.ndarray:
   return np.concatenate(out).astype(np.uint8)
 
 
+# ITU-R 601 luma (TF's rgb_to_grayscale weights) scaled to sum to 1, so a gray pixel stays
+# itself; rs.data.tf_preprocess.grayscale uses the same, so held and streamed images agree.
+GRAY_WEIGHTS = tuple(w / 0.9999 for w in (0.2989, 0.5870, 0.1140))
+
+
+def with_channels(images: np.ndarray, channels: int | None) -> np.ndarray:
+  """uint8 (N, H, W, C) with `channels` channels (None: as they are): gray repeated to RGB,
+  RGB to gray by GRAY_WEIGHTS, rounded (as rs.data.tf_preprocess.grayscale: a gray pixel
+  stays itself)."""
+  have = images.shape[-1]
+  if channels is None or channels == have:
+    return images
+  if have == 1:
+    return np.repeat(images, channels, axis=-1)
+  if have == 3 and channels == 1:
+    gray = images.astype(np.float32) @ np.float32(GRAY_WEIGHTS)
+    return np.clip(np.round(gray), 0, 255).astype(np.uint8)[..., None]
+  raise ValueError(f'data.channels={channels}: images with {have} channels give 1 or 3')
+
+
 def pad_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int) -> np.ndarray:
   """Random `pad`-pixel translation (zero fill) and random horizontal flip, per example."""
   n, h, w, _ = images.shape

@@ -67,6 +67,7 @@ class StreamingPipeline:
   cache_decoded: bool = False  # keep decoded images in memory (small datasets only)
   bad_images: str = 'skip'  # undecodable files: 'skip' (log, count) or 'stop' (raise)
   stream: int = 0  # another number gives other random draws from the same seed (rs.data.pseudo)
+  channels: int = 3  # 1: images made grayscale (luma) after decoding as RGB
   host: int = dataclasses.field(default_factory=jax.process_index)
   hosts: int = dataclasses.field(default_factory=jax.process_count)
 
@@ -102,7 +103,14 @@ class StreamingPipeline:
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
-    return (self.image_size, self.image_size, 3)
+    return (self.image_size, self.image_size, self.channels)
+
+  def _with_channels(self, image: tf.Tensor) -> tf.Tensor:
+    """An RGB image with the pipeline's channels. Color and gray files mix in one folder:
+    every file decodes as RGB (gray repeated), so the recipe (RandAugment's color ops
+    included) sees RGB, then 1 channel takes its luma (tf_preprocess.grayscale), which gives
+    a gray pixel back exactly."""
+    return tf_preprocess.grayscale(image) if self.channels == 1 else image
 
   @property
   def steps_per_epoch(self) -> float:
@@ -122,9 +130,9 @@ class StreamingPipeline:
     return options
 
   def _train_image(self, image, seed):
-    return tf_preprocess.train_image(
+    return self._with_channels(tf_preprocess.train_image(
         image, self.image_size, seed, self.randaugment_layers, self.randaugment_magnitude,
-        self.resize_method, self.eval_crop_padding, self.randaugment_contrast_mean)
+        self.resize_method, self.eval_crop_padding, self.randaugment_contrast_mean))
 
   def _order_seed(self, epoch) -> tf.Tensor:
     """The seed of epoch `epoch`'s record order (an int, or a tensor in graph)."""
@@ -272,8 +280,8 @@ class StreamingPipeline:
       yield batch
 
   def _eval_example(self, encoded: tf.Tensor) -> tf.Tensor:
-    return tf_preprocess.eval_image_from_bytes(encoded, self.image_size, self.eval_crop_padding,
-                                               self.eval_crop_fraction)
+    return self._with_channels(tf_preprocess.eval_image_from_bytes(
+        encoded, self.image_size, self.eval_crop_padding, self.eval_crop_fraction))
 
   def _eval_dataset(self, local: int) -> tf.data.Dataset:
     def preprocess(index, example):
@@ -335,4 +343,5 @@ def create(config, prepare: bool = False, source=None, split: str | None = None,
       randaugment_contrast_mean=d.randaugment_contrast_mean, resize_method=d.resize_method,
       eval_crop_padding=d.eval_crop_padding, eval_crop_fraction=d.eval_crop_fraction,
       shuffle_buffer=d.shuffle_buffer, prefetch=d.prefetch_batches, threads=d.threads,
-      cache_decoded=d.cache_decoded, bad_images=d.get('bad_images', 'skip'), stream=stream)
+      cache_decoded=d.cache_decoded, bad_images=d.get('bad_images', 'skip'), stream=stream,
+      channels=d.get('channels') or 3)

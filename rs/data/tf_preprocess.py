@@ -18,7 +18,7 @@ import re
 
 import tensorflow as tf
 
-from rs.data import randaugment
+from rs.data import preprocess, randaugment
 
 # The official inception crop's constants (TF1 resnet_preprocessing.py, facts sheet 4.1).
 MIN_OBJECT_COVERED = 0.1
@@ -95,6 +95,17 @@ def decode_error(image_bytes: bytes) -> str | None:
         return f'truncated: no {name} end marker ({message})'  # TF's JPEG message says less
     return message
   return None
+
+
+def grayscale(image: tf.Tensor) -> tf.Tensor:
+  """(..., 3) -> (..., 1), keeping the dtype: ITU-R 601 luma with its weights scaled to sum to
+  1 (TF's rgb_to_grayscale sums to 0.9999), so a gray pixel stays exactly itself; uint8 is
+  rounded. rs.data.preprocess.with_channels computes the same in numpy."""
+  gray = tf.tensordot(tf.cast(image, tf.float32), tf.constant(preprocess.GRAY_WEIGHTS),
+                      axes=[[-1], [0]])[..., None]
+  if image.dtype == tf.uint8:
+    return tf.cast(tf.clip_by_value(tf.round(gray), 0, 255), tf.uint8)
+  return tf.cast(gray, image.dtype)
 
 
 def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:

@@ -117,23 +117,31 @@ class VideoPipeline(streaming.StreamingPipeline):
     return tf.ensure_shape(views, self.eval_image_shape)
 
 
+def open_source(name: str, data_dir: str | None, manual_dir: str | None = None,
+                train_split: str = 'train', prepare: bool = False, class_names=None):
+  """The videos of dataset `name`: class folders of videos under `data_dir` ('folder'; classes
+  numbered as `class_names` lists them, else by the folders of `train_split`) or a prepared
+  tfds dataset with a `Video` feature."""
+  if name == 'folder':
+    if not data_dir:
+      raise ValueError('data.name=folder needs --config.data.data_dir=ROOT (ROOT/SPLIT/CLASS/ '
+                       'video files or folders of frames)')
+    return records.VideoFolderRecords(data_dir, train_split.split('[')[0], class_names)
+  source = records.TfdsRecords(name, data_dir, manual_dir, prepare)
+  if not source.video:
+    raise ValueError(f'data.name={name!r} holds images ({source.image_key!r}), not videos, '
+                     'while data.frames is set: give a tfds dataset with a Video feature '
+                     '(e.g. ucf101) or class folders of videos (data.name=folder), or unset '
+                     'data.frames to train on images')
+  return source
+
+
 def create(config, prepare: bool = False) -> VideoPipeline:
   """The video pipeline of a config whose data.frames is set: class folders of videos
   (data.name='folder', data.data_dir=ROOT with ROOT/SPLIT/CLASS/ video files or frame
   folders) or a prepared tfds dataset with a `Video` feature (e.g. ucf101)."""
   d = config.data
-  if d.name == 'folder':
-    if not d.data_dir:
-      raise ValueError('data.name=folder needs --config.data.data_dir=ROOT (ROOT/SPLIT/CLASS/ '
-                       'video files or folders of frames)')
-    source = records.VideoFolderRecords(d.data_dir, d.train_split.split('[')[0])
-  else:
-    source = records.TfdsRecords(d.name, d.data_dir, d.manual_dir, prepare)
-    if not source.video:
-      raise ValueError(f'data.name={d.name!r} holds images ({source.image_key!r}), not videos, '
-                       'while data.frames is set: give a tfds dataset with a Video feature '
-                       '(e.g. ucf101) or class folders of videos (data.name=folder), or unset '
-                       'data.frames to train on images')
+  source = open_source(d.name, d.data_dir, d.manual_dir, d.train_split, prepare)
   return VideoPipeline(
       source, d.train_split, d.eval_split, d.image_size, config.batch_size,
       config.eval_batch_size, config.seed, shuffle_buffer=d.shuffle_buffer,
@@ -141,3 +149,15 @@ def create(config, prepare: bool = False) -> VideoPipeline:
       frames=d.frames, frame_stride=d.frame_stride, eval_clips=d.eval_clips,
       eval_crops=d.eval_crops, min_video_frames=d.min_video_frames,
       eval_image_size=d.get('eval_image_size'), flip=d.get('flip', True))
+
+
+def for_evaluation(name: str, split: str, spec, batch_size: int, data_dir: str | None = None,
+                   manual_dir: str | None = None, train_split: str = 'train',
+                   bad_images: str = 'skip', class_names=None) -> VideoPipeline:
+  """Evaluation batches of `split`'s videos, viewed as `spec` (a video network's model.json
+  input: method 'clips') says (rs.evaluate)."""
+  source = open_source(name, data_dir, manual_dir, train_split, class_names=class_names)
+  return VideoPipeline(source, split, split, spec.image_size, batch_size, batch_size,
+                       bad_images=bad_images, frames=spec.frames,
+                       frame_stride=spec.frame_stride, eval_clips=spec.clips,
+                       eval_crops=spec.crops)
