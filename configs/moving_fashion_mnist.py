@@ -12,7 +12,8 @@ ResNet-RS, frame by frame) on clips of one frame, which cannot tell the directio
 The same recipe and steps for both. Flips are off: a mirror changes the direction. Evaluation:
 2 clips x 1 crop (the frames are square) of every video of data.eval_split: 'minival' (clips
 of held-out training images) for choices, --config.data.eval_split=test to report. Results
-(3 seeds each) and time: docs/video.md.
+(3 seeds each) and time: docs/video.md: 3D 99.48% test top-1, 2D 12.07% (chance 12.5%), ~10
+and ~4 minutes per run on one core.
 """
 from configs import base
 
@@ -52,7 +53,7 @@ def get_config(network: str = '3d'):
 
   c.batch_size = 32
   c.eval_batch_size = 50
-  c.train_epochs = 8.0
+  c.train_epochs = 6.0
   c.warmup_epochs = 0.5
   c.optimizer.base_learning_rate = 0.8  # x 32 / 256 = 0.1 peak
   c.optimizer.weight_decay = 1e-4
