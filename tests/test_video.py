@@ -113,6 +113,13 @@ def test_an_exported_video_network_predicts_and_serves_as_it_evaluated(video_run
   assert info['input']['shape'] == ['b', 6, 4, 24, 24, 3]
   served = np.asarray(call(first['image'][:2].astype(np.uint8))['probabilities'])
   np.testing.assert_allclose(served[0], want[0], rtol=1e-4, atol=1e-6)
+  # rs.evaluate streams the export's clips as the run's final evaluation scored its EMA.
+  from rs import evaluate
+  _, _, final = video_run
+  scored = evaluate.evaluate_weights(out, batch_size=8)
+  assert scored['num_examples'] == 16
+  np.testing.assert_allclose(scored['top1'], final['ema_top1'])
+  np.testing.assert_allclose(scored['loss'], final['ema_loss'], rtol=1e-4)
   broken = str(pathlib.Path(videos) / 'test' / 'east' / 'broken.mp4')
   result = run_command('rs.predict', f'--checkpoint={out}', '--json', path, broken)
   assert result.status == 1 and len(result.stdout.strip().splitlines()) == 1
