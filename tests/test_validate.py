@@ -80,10 +80,10 @@ def test_every_config_file_passes_on_one_device(name, tmp_path):
     (tmp_path / 'weights' / 'variables').mkdir(parents=True)
     (tmp_path / 'weights' / 'model.json').write_text('{}')
     config.init_from = str(tmp_path / 'weights')
-  if config.data.get('frames') and config.data.data_dir == '':  # kinetics400: the user's videos
+  if config.data.get('frames') and config.data.data_dir == '':  # the user's (or made) videos
     with pytest.raises(validate.ConfigError, match=r'^data.data_dir=.*--config.data.data_dir'):
       validate.check_config(config, one_device)
-    for split in ('train', 'validation'):
+    for split in (config.data.train_split, config.data.eval_split):
       for label in ('abseiling', 'archery'):
         (tmp_path / 'videos' / split / label).mkdir(parents=True)
     config.data.data_dir = str(tmp_path / 'videos')
