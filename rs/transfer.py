@@ -15,7 +15,7 @@ convolution is adapted (`adapt_channels`, timm's rule): to 1 channel, the kernel
 over its input channels; from 1, repeated and divided by the count; from 3 to N, RGB tiled
 and scaled by 3/N. So a grayscale image through the adapted network gives exactly what the
 original gave on that image replicated to RGB, when the normalisation is the same for every
-channel (ImageNet's per-channel means differ by up to 8%: close, not exact).
+channel (ImageNet's per-channel means differ by up to 16%: close, not exact).
 """
 import logging
 import re

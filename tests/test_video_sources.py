@@ -96,9 +96,9 @@ def test_files_frame_folders_and_tfds_give_the_same_evaluation_views(tiny, sourc
 
 
 def test_frame_folders_and_tfds_train_on_the_same_clips_as_files(tiny, sources):
-  """Training draws depend on (seed, position) only, so with the same record order (one
-  video per class in the folder layout) the clips agree too; here: each source's batches are
-  a pure function of (seed, step), and frame folders give the files' clips."""
+  """Training draws depend on (seed, position) only: frame folders, listed and permuted like
+  the files, give the files' clips exactly; a tfds video source (its own record order) resumes
+  exactly."""
   batches = {}
   for kind in ('files', 'frames'):
     name, data_dir = sources[kind]

@@ -214,8 +214,10 @@ class FolderRecords:
 
   def _entries(self, folder: str) -> list[str]:
     """The sorted names of a class folder's examples."""
-    return sorted(p.name for p in epath.Path(folder).iterdir()
-                  if p.name.lower().endswith(self.extensions))
+    return sorted(p.name for p in epath.Path(folder).iterdir() if self._is_example(p))
+
+  def _is_example(self, path: epath.Path) -> bool:
+    return path.name.lower().endswith(self.extensions)
 
   def _read(self, path: tf.Tensor) -> tf.Tensor:
     """In graph: an example's bytes."""
@@ -251,9 +253,8 @@ class VideoFolderRecords(FolderRecords):
   def __init__(self, root: str, class_split: str = 'train', class_names=None):
     super().__init__(root, class_split, class_names, extensions=video_files.VIDEO_EXTENSIONS)
 
-  def _entries(self, folder: str) -> list[str]:
-    return sorted(p.name for p in epath.Path(folder).iterdir()
-                  if p.is_dir() or p.name.lower().endswith(self.extensions))
+  def _is_example(self, path: epath.Path) -> bool:
+    return path.is_dir() or super()._is_example(path)
 
   def _read(self, path: tf.Tensor) -> tf.Tensor:
     data = tf.numpy_function(lambda p: read_video(p.decode()), [path], tf.string,
