@@ -22,6 +22,7 @@ setup(
         # these torch builds install from local disk on the CI machines (Python 3.11).
         'test': ['pytest', 'pytest-xdist', 'torch==2.14.1', 'torchvision==0.29.1',
                  'timm==1.0.31', 'scikit-image',
+                 'scikit-learn==1.9.1',  # its bundled digits: the transfer study's tiny run
                  # CI executes notebooks/finetune.ipynb top to bottom.
                  'nbclient==0.11.0', 'nbformat==5.11.1', 'ipykernel==7.4.0',
                  # tests/test_export.py: gs:// against a local GCS server (gcsfs for epath).

@@ -425,7 +425,7 @@ def _check_folder(data) -> None:
 
 
 def _check_array_splits(data) -> None:
-  """The in-memory datasets rs reads itself (Fashion-MNIST, lfw_faces): their split names."""
+  """The in-memory datasets rs reads itself (fashion_mnist, lfw_faces, digits): split names."""
   splits = sources.ARRAY_DATASETS[data.name]
   for field in ('train_split', 'eval_split'):
     split = data[field]

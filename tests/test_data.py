@@ -102,3 +102,50 @@ def test_eval_covers_every_example_once_with_padding_masked():
 def test_batch_larger_than_dataset_is_a_clear_error():
   with pytest.raises(ValueError, match='batch_size'):
     small_pipeline(n_train=10)
+
+
+@pytest.mark.parametrize('channels', [1, 3])
+def test_randaugment_on_in_memory_batches_is_the_streamed_op_per_image(channels, monkeypatch):
+  """data.randaugment_layers on an in-memory dataset: each image of a batch is
+  rs.data.randaugment.distort of its shifted-and-flipped self (gray images through RGB and the
+  luma rule, as streamed), with its own seed; a pure function of (seed, step) whatever the host
+  count."""
+  import jax
+  import tensorflow as tf
+  from rs.data import randaugment, tf_preprocess
+  rng = np.random.default_rng(1)
+  split = sources.ArraySplit(rng.integers(0, 255, (64, 12, 12, channels), dtype=np.uint8),
+                             np.arange(64, dtype=np.int32), 64)
+  make = lambda **kw: in_memory.InMemoryPipeline(split, split, 16, 16, seed=5, **kw)
+  plain, augmented = make(), make(randaugment_layers=2, randaugment_magnitude=12)
+  base, batch = plain.train_batch(7), augmented.train_batch(7)
+  np.testing.assert_array_equal(base['label'], batch['label'])
+  assert batch['image'].dtype == np.uint8 and batch['image'].shape == base['image'].shape
+  assert (batch['image'] != base['image']).mean() > 0.3  # RandAugment changed the images
+  seeds = np.random.default_rng([5, 7, 2]).integers(0, 2**31, (16, 2))
+  for i in (0, 9, 15):
+    rgb = tf.constant(np.repeat(base['image'][i], 3 // channels, axis=-1))
+    want = randaugment.distort(rgb, 2, 12, tf.constant(seeds[i]))
+    want = tf_preprocess.grayscale(want) if channels == 1 else want
+    np.testing.assert_array_equal(batch['image'][i], want.numpy())
+  np.testing.assert_array_equal(make(randaugment_layers=2, randaugment_magnitude=12)
+                                .train_batch(7)['image'], batch['image'])
+  # Two hosts: each gets its half of the very same global batch.
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  for host in (0, 1):
+    monkeypatch.setattr(jax, 'process_index', lambda host=host: host)
+    half = augmented.train_batch(7)['image']
+    np.testing.assert_array_equal(half, batch['image'][host * 8:(host + 1) * 8])
+
+
+def test_bundled_datasets_digits_and_faces():
+  """scikit-learn's digits (1,797 = 1,297 + 500, 16 gray levels scaled to 0..255) and the LFW
+  subset, whose training split alternates the classes so that any slice is balanced."""
+  train, test = (sources.load_array_split('digits', s) for s in ('train', 'test'))
+  assert (len(train), len(test)) == (1297, 500) and train.images.shape[1:] == (8, 8, 1)
+  assert set(np.unique(train.images)) == {round(k * 255 / 16) for k in range(17)}
+  assert min(np.bincount(test.labels)) >= 45  # every class in the test split
+  from sklearn.datasets import load_digits
+  np.testing.assert_array_equal(test.labels, load_digits().target[1297:])
+  minival = sources.load_array_split('lfw_faces', 'train[120:]')
+  assert list(np.bincount(minival.labels)) == [20, 20]

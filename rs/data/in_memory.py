@@ -1,6 +1,10 @@
 """The in-memory pipeline: a small dataset (Fashion-MNIST) held as numpy arrays, its batches
 built on the host, each a pure function of (seed, step).
 
+The small-image recipe: random shifts and flips ('pad_crop'), then RandAugment when
+data.randaugment_layers > 0 (the streamed pipeline's ops, rs.data.randaugment, one stateless
+seed per image; a gray image is augmented as RGB and turned back by the same luma rule).
+
 A resumed run therefore sees exactly the batches an uninterrupted run would have, with no
 iterator state in the checkpoint. Each host builds only its own rows of a global batch;
 rs.sharding.to_global assembles them. (Large datasets stream: rs.data.streaming.)
@@ -33,6 +37,9 @@ class InMemoryPipeline:
   prefetch: int = 2
   native_size: int | None = None  # the side of the dataset's own images, before resizing
   stream: int = 0  # another number gives other random draws from the same seed (rs.data.pseudo)
+  randaugment_layers: int = 0
+  randaugment_magnitude: float = 10
+  randaugment_contrast_mean: str = 'official'
 
   def __post_init__(self):
     if self.augment not in AUGMENTS:
@@ -87,7 +94,14 @@ class InMemoryPipeline:
       # Augment the global batch, then slice: the result does not depend on the host count.
       images = preprocess.pad_crop_flip(images, np.random.default_rng(self._key(step, 1)),
                                         self.pad)
-    return {'image': self._local_rows(images), 'label': self._local_rows(self.train.labels[rows])}
+    images = self._local_rows(images)
+    if self.randaugment_layers:
+      # Seeds for the global batch, sliced like its rows: each image's ops do not depend on
+      # the host count either.
+      seeds = np.random.default_rng(self._key(step, 2)).integers(0, 2**31, (len(rows), 2))
+      images = randaugment_batch(images, self._local_rows(seeds), self.randaugment_layers,
+                                 self.randaugment_magnitude, self.randaugment_contrast_mean)
+    return {'image': images, 'label': self._local_rows(self.train.labels[rows])}
 
   def train_iter(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
     """Batches start_step, start_step+1, ... built `prefetch` ahead in a worker thread."""
@@ -115,3 +129,38 @@ class InMemoryPipeline:
   @property
   def num_eval_batches(self) -> int:
     return -(-len(self.eval) // self.eval_batch_size)
+
+
+def recipe(data) -> dict:
+  """The training augmentation a config's `data` asks of an in-memory pipeline."""
+  return dict(augment=data.augment, pad=data.crop_padding, prefetch=data.prefetch_batches,
+              randaugment_layers=data.randaugment_layers,
+              randaugment_magnitude=data.randaugment_magnitude,
+              randaugment_contrast_mean=data.randaugment_contrast_mean)
+
+
+def randaugment_batch(images: np.ndarray, seeds: np.ndarray, layers: int, magnitude: float,
+                      contrast_mean: str = 'official') -> np.ndarray:
+  """uint8 (n, S, S, 1 or 3) -> RandAugment of each image with its own (2,) seed, as the
+  streamed pipeline draws them (rs.data.randaugment.distort); one graph per setting."""
+  return _randaugment_fn(layers, float(magnitude), contrast_mean)(images, seeds).numpy()
+
+
+@functools.lru_cache(maxsize=None)
+def _randaugment_fn(layers: int, magnitude: float, contrast_mean: str):
+  import tensorflow as tf  # only runs that ask for RandAugment pay for TensorFlow here
+  from rs.data import randaugment, tf_preprocess
+
+  def one(args):
+    image, seed = args
+    gray = image.shape[-1] == 1
+    rgb = tf.tile(image, [1, 1, 3]) if gray else image
+    out = randaugment.distort(rgb, layers, magnitude, seed, contrast_mean=contrast_mean)
+    return tf_preprocess.grayscale(out) if gray else out
+
+  @tf.function  # traced once per batch shape: a run has one or two
+  def batch(images, seeds):
+    return tf.map_fn(one, (tf.convert_to_tensor(images), tf.convert_to_tensor(seeds)),
+                     fn_output_signature=tf.uint8, parallel_iterations=16)
+
+  return batch

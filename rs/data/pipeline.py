@@ -4,7 +4,7 @@ evaluation input) gets, and what every pipeline offers the trainer (`Pipeline`).
 Two pipelines, both giving batches that are pure functions of (seed, step), so a resumed run
 sees exactly the batches an uninterrupted one would:
 - rs.data.in_memory.InMemoryPipeline: small datasets held as arrays (data.augment 'pad_crop'
-  or 'none'; Fashion-MNIST, the embedded default);
+  or 'none', RandAugment optional; Fashion-MNIST, the embedded default);
 - rs.data.streaming.StreamingPipeline: tf.data streams of encoded images, ImageNet's recipe
   (data.augment 'inception_crop'; tfds datasets and class folders).
 """
@@ -74,8 +74,7 @@ def _labeled_pipeline(config, prepare: bool) -> Pipeline:
   evaluation, _ = _in_memory_split(d.name, d.eval_split, d.image_size, d.data_dir, d.manual_dir,
                                    channels)
   return in_memory.InMemoryPipeline(train, evaluation, config.batch_size, config.eval_batch_size,
-                                    config.seed, augment=d.augment, pad=d.crop_padding,
-                                    prefetch=d.prefetch_batches, native_size=native_size)
+                                    config.seed, native_size=native_size, **in_memory.recipe(d))
 
 
 @functools.lru_cache(maxsize=4)

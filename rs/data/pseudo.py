@@ -262,9 +262,8 @@ def mixed_in_memory(labeled: in_memory.InMemoryPipeline, config, local_devices: 
   images, targets = load_arrays(pseudo, config.data.image_size, labeled.image_shape[-1])
   split = sources.ArraySplit(images, np.arange(len(images), dtype=np.int32), len(images))
   _check_enough(p, rows, len(split))
-  stream = in_memory.InMemoryPipeline(split, split, rows, rows, config.seed,
-                                      augment=config.data.augment, pad=config.data.crop_padding,
-                                      prefetch=config.data.prefetch_batches, stream=1)
+  stream = in_memory.InMemoryPipeline(split, split, rows, rows, config.seed, stream=1,
+                                      **in_memory.recipe(config.data))
   return MixedPipeline(labeled, stream, targets, local_devices)
 
 

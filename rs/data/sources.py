@@ -87,8 +87,9 @@ def parse_split(split: str) -> tuple[str, slice]:
 
 def _load_lfw_faces(split: str) -> ArraySplit:
   """scikit-image's bundled LFW subset as a 2-class task: 100 faces (label 0) and 100
-  non-face crops (label 1), 25x25 grayscale. 'train' holds the first 80 of each, 'test' the
-  last 20 of each: a real dataset small enough to fine-tune on in seconds (the notebook)."""
+  non-face crops (label 1), 25x25 grayscale. 'train' holds the first 80 of each, face and
+  non-face alternating (so any slice of it, e.g. a minival 'train[120:]', is balanced), 'test'
+  the last 20 of each: a real dataset small enough to fine-tune on in seconds (the notebook)."""
   try:
     from skimage import data
   except ImportError:
@@ -96,23 +97,42 @@ def _load_lfw_faces(split: str) -> ArraySplit:
                             ) from None
   images = np.round(data.lfw_subset() * 255).astype(np.uint8)[..., None]
   labels = np.repeat(np.arange(2, dtype=np.int32), 100)
-  rows = np.r_[0:80, 100:180] if split == 'train' else np.r_[80:100, 180:200]
+  rows = (np.stack([np.r_[0:80], np.r_[100:180]], 1).ravel() if split == 'train'
+          else np.r_[80:100, 180:200])
   return ArraySplit(images[rows], labels[rows], num_classes=2,
                     class_names=CLASS_NAMES['lfw_faces'])
+
+
+def _load_digits(split: str) -> ArraySplit:
+  """scikit-learn's bundled copy of the UCI handwritten digits: 1,797 8x8 grayscale images of
+  43 writers, 16 gray levels (scaled to 0..255), 10 classes. 'train' is the first 1,297,
+  'test' the last 500 (the classes are spread evenly through the file)."""
+  try:
+    from sklearn.datasets import load_digits
+  except ImportError:
+    raise FileNotFoundError('digits comes with scikit-learn: pip install scikit-learn'
+                            ) from None
+  digits = load_digits()
+  images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
+  rows = slice(0, 1297) if split == 'train' else slice(1297, None)
+  return ArraySplit(images[rows], digits.target[rows].astype(np.int32), num_classes=10,
+                    class_names=CLASS_NAMES['digits'])
 
 
 # The small datasets held in memory without tfds: their splits, class names and image side.
 ARRAY_DATASETS = {
     'fashion_mnist': ('train', 'test'),
     'lfw_faces': ('train', 'test'),
+    'digits': ('train', 'test'),
 }
 CLASS_NAMES = {
     # The dataset's documented labels (tfds's too), by label index.
     'fashion_mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
                       'Sneaker', 'Bag', 'Ankle boot'),
     'lfw_faces': ('face', 'not a face'),
+    'digits': tuple('0123456789'),
 }
-NATIVE_SIZE = {'fashion_mnist': 28, 'lfw_faces': 25}
+NATIVE_SIZE = {'fashion_mnist': 28, 'lfw_faces': 25, 'digits': 8}
 # ImageNet's per-channel mean and std on the 0..255 scale (the official code's normalisation).
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -190,11 +210,15 @@ def load_array_split(name: str, split: str, data_dir: str | None = None,
   split, rows = parse_split(split)
   if split not in ARRAY_DATASETS[name]:
     raise ValueError(f'{name} has splits {ARRAY_DATASETS[name]}, not {split!r}')
-  if name == 'lfw_faces':
-    full = _load_lfw_faces(split)
+  if name in _BUNDLED:
+    full = _BUNDLED[name](split)
   else:
     full = _load_fashion_mnist(split, data_dir, manual_dir)
   return dataclasses.replace(full, images=full.images[rows], labels=full.labels[rows])
+
+
+# Datasets that come inside an installed package.
+_BUNDLED = {'lfw_faces': _load_lfw_faces, 'digits': _load_digits}
 
 
 def _load_fashion_mnist(split: str, data_dir: str | None, manual_dir: str | None) -> ArraySplit:

@@ -5,7 +5,7 @@
   in sorted path order: class folders and a flat folder of images alike;
 - 'tfrecord': the TFRecord files DATA_DIR matches (a glob), tf.train.Examples holding the
   encoded image under 'image/encoded' (ImageNet's and Noisy Student's files) or 'image';
-- an in-memory dataset (fashion_mnist, lfw_faces): its arrays, read as training reads them;
+- an in-memory dataset (fashion_mnist, lfw_faces, digits): its arrays, read as training reads them;
 - any other name: a prepared tfds dataset's split.
 
 A shard is a fixed piece of the source in a fixed order: which examples it holds depends only

@@ -25,7 +25,7 @@ def calibration(directory: str, bins: int = 10) -> dict:
   data = pseudo_set.manifest['data']
   if data['name'] not in sources.ARRAY_DATASETS:
     raise UserError(f'--pseudo={directory} labels {data["description"]}: the hidden labels are '
-                    'known for in-memory datasets only (fashion_mnist, lfw_faces)')
+                    'known for in-memory datasets only (fashion_mnist, lfw_faces, digits)')
   truth = sources.load_array_split(data['name'], data['split'], data.get('data_dir')).labels
   arrays = [pseudo_set.arrays(i) for i in range(pseudo_set.num_shards)]
   ids = np.concatenate([a['ids'] for a in arrays])
