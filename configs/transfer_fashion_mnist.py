@@ -91,7 +91,7 @@ def _downstream(c, dataset, mode):
   c.init_skip = '^head/'
   c.data.name = dataset
   c.data.train_split, c.data.eval_split, c.train_epochs, c.batch_size = DOWNSTREAM[dataset]
-  c.eval_batch_size = 100 if dataset == 'digits' else 40
+  c.eval_batch_size = 200 if dataset == 'digits' else 40
   c.optimizer.schedule = 'cosine'
   c.optimizer.base_learning_rate = LEARNING_RATES[dataset, mode]
   c.optimizer.weight_decay = 1e-4 if mode == 'finetune' else 0.0

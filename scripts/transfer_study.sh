@@ -10,7 +10,8 @@
 #             network, trained on a minival slice's complement and scored on the slice: the
 #             choice (best mean over both recipes) goes into the config's LEARNING_RATES;
 #   final     every upstream network x dataset x mode with the config's rates, scored once on
-#             the test splits (downstream seed = upstream seed);
+#             the test splits (downstream seed = upstream seed); and, for reference, the
+#             fine-tuning runs from random weights (scratch_*);
 #   report    the tables of docs/transfer.md (markdown).
 # Runs that have their evaluation are skipped, so instances with different RECIPES/SEEDS can
 # share RUNS_DIR on different cores (e.g. `taskset -c 0` and `taskset -c 1`).
@@ -74,6 +75,10 @@ fi
 
 if stage final; then
   for seed in $SEEDS; do
+    for dataset in $DATASETS; do
+      run "scratch_${dataset}_finetune_seed$seed" "${dataset}_finetune" --config.init_from=None \
+          --config.seed="$seed"
+    done
     for recipe in $RECIPES; do
       for dataset in $DATASETS; do
         for mode in probe finetune; do

@@ -46,3 +46,24 @@ def test_bad_channels_are_one_line(tiny, channels, frames, why):
     config.data.frames = frames
   with pytest.raises(validate.ConfigError, match=why):
     validate.check_config(config, sharding.create_mesh(jax.devices()[:1]))
+
+
+def test_a_one_channel_streamed_network_reads_files_as_its_evaluation_does(tmp_path):
+  """rs.predict's reading of a file (EvalInput.read) for a 1-channel class-folder network gives
+  exactly the streamed evaluation's image of it, and that is the luma of the RGB network's."""
+  import glob
+  from rs.data.eval_input import EvalInput
+  from rs.tools import photo_dataset
+  items = photo_dataset.examples(2, 3, size=(70, 50))
+  photo_dataset.write_folder(str(tmp_path), 'validation', items, fmt='png')
+  spec = {c: EvalInput(image_size=32, channels=c, mean=(0.0,) * c, std=(1.0,) * c)
+          for c in (1, 3)}
+  evaluated = {c: np.concatenate([b['image'][b['mask'] > 0] for b in pipeline_lib.eval_pipeline(
+      'folder', 'validation', spec[c], 8, str(tmp_path), train_split='validation').eval_iter()])
+               for c in (1, 3)}
+  assert evaluated[1].shape == (6, 32, 32, 1)
+  files = sorted(glob.glob(str(tmp_path / 'validation/*/*.png')))  # the folders' order
+  for i, path in enumerate(files):
+    np.testing.assert_array_equal(spec[1].read(path), evaluated[1][i])
+  luma = tf_preprocess.grayscale(tf.constant(evaluated[3])).numpy()
+  np.testing.assert_allclose(luma, evaluated[1], atol=1e-3)
