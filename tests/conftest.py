@@ -128,7 +128,8 @@ def tiny_run(tmp_path_factory):
 LONGEST_FIRST = ('test_multihost.py', 'test_launch_tpu.py', 'test_preemption.py',
                  'test_launch_local.py', 'test_notebook.py', 'test_sweep.py',
                  'test_sources_e2e.py', 'test_export.py', 'test_convert.py', 'test_benchmark.py',
-                 'test_video.py', 'test_transfer.py', 'test_video_sources.py')
+                 'test_video.py', 'test_transfer.py', 'test_video_sources.py',
+                 'test_transfer_study.py')
 
 
 def pytest_collection_modifyitems(items):

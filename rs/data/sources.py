@@ -104,9 +104,10 @@ def _load_lfw_faces(split: str) -> ArraySplit:
 
 
 def _load_digits(split: str) -> ArraySplit:
-  """scikit-learn's bundled copy of the UCI handwritten digits: 1,797 8x8 grayscale images of
-  43 writers, 16 gray levels (scaled to 0..255), 10 classes. 'train' is the first 1,297,
-  'test' the last 500 (the classes are spread evenly through the file)."""
+  """scikit-learn's bundled copy of the UCI handwritten digits (the test part of UCI's
+  optdigits, 13 writers): 1,797 8x8 grayscale images, 17 gray levels (scaled to 0..255), 10
+  classes. 'train' is the first 1,297, 'test' the last 500 (the classes are spread evenly
+  through the file)."""
   try:
     from sklearn.datasets import load_digits
   except ImportError:
