@@ -1,7 +1,9 @@
 """Will the compiled step fit? XLA's memory analysis against the device's memory, before step 1."""
+import functools
 import logging
 
 import jax
+import jax.numpy as jnp
 
 GIB = 2**30
 
@@ -33,3 +35,28 @@ def check_fits(compiled, name: str, limit: int | None) -> None:
     raise MemoryError(
         f'{name} needs {need / GIB:.2f} GiB per device but the device holds {limit / GIB:.2f} '
         'GiB: lower --config.batch_size, use --config.dtype=bfloat16, or use more devices')
+
+
+def saved_activation_bytes(model, batch_shape: tuple[int, ...], dtype=jnp.float32) -> int:
+  """Bytes of what a training forward of `model` on a batch of `batch_shape` keeps for its
+  backward pass (autodiff's residuals: activations, or what model.remat keeps of them), without
+  the parameters and the input; traced on shapes only, so any size costs milliseconds.
+
+  Backend-independent, and the way to see remat's effect on a CPU: XLA:CPU drops the
+  optimisation barriers that keep a checkpoint's recomputation apart and merges it back into
+  the forward, so its memory analysis is the same with and without remat; TPUs and GPUs keep
+  them.
+  """
+  from jax._src import ad_checkpoint  # saved_residuals: public only as print_saved_residuals
+  images = jax.ShapeDtypeStruct(batch_shape, dtype)
+  variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                             images)
+
+  def forward(variables, images):
+    logits, _ = model.apply(variables, images, train=True, mutable=['batch_stats'],
+                            rngs={'dropout': jax.random.key(0)})
+    return logits.astype(jnp.float32).sum()
+
+  residuals = ad_checkpoint.saved_residuals(forward, variables, images)
+  return sum(int(a.size) * a.dtype.itemsize for a, source in residuals
+             if not source.startswith('from the argument'))

@@ -15,7 +15,7 @@ from etils import epath
 from rs import models, optim, rundir, sharding, transfer
 from rs.data import sources
 from rs.errors import ConfigError, one_line
-from rs.models import architecture, convolution, registry, resnet
+from rs.models import architecture, convolution, layers, registry, resnet
 
 
 def check_config(config, mesh) -> None:
@@ -244,6 +244,8 @@ def _choices() -> tuple:
       ('model.stem', resnet.STEM_TYPES, True),
       ('model.stem_pool', resnet.STEM_POOLS, True),
       ('model.conv_lowering', convolution.LOWERINGS, False),
+      ('model.remat', layers.REMATS, True),
+      ('model.remat_policy', tuple(layers.REMAT_POLICIES), True),
       ('optimizer.schedule', ('cosine', 'step', 'exponential'), False),
       ('optimizer.name', optim.OPTIMIZERS, False),
       ('on_nonfinite', ('stop', 'skip'), False),

@@ -298,3 +298,39 @@ class Bottleneck(nn.Module):
       y = SqueezeExcite(max(1, int(out_features * self.se_ratio)), dtype=self.dtype, name='se')(y)
     y = StochasticDepth(self.drop_rate, self.deterministic)(y)
     return nn.relu(y + shortcut)
+
+
+# Rematerialisation (jax.checkpoint) of the bottleneck stages, to fit bigger per-device batches:
+# the backward pass recomputes what the forward did not keep. 'block': each bottleneck is one
+# checkpoint, 'stage': each stage. The policy says what is kept inside it: 'convolutions' the
+# outputs of every convolution (and matmul), so only BN, activations, SE and pooling are
+# recomputed (cheap elementwise work); 'nothing' only the checkpoint's input, so the backward
+# pass runs the forward again (about a third more compute, the most memory saved).
+REMATS = ('none', 'block', 'stage')
+REMAT_POLICIES = {'convolutions': jax.checkpoint_policies.dots_saveable,
+                  'nothing': jax.checkpoint_policies.nothing_saveable}
+
+
+def check_remat(network) -> None:
+  if network.remat not in REMATS:
+    raise ValueError(f'model.remat={network.remat!r}: use one of {REMATS}')
+  if network.remat_policy not in REMAT_POLICIES:
+    raise ValueError(f'model.remat_policy={network.remat_policy!r}: use one of '
+                     f'{tuple(REMAT_POLICIES)}')
+
+
+def bottleneck_stages(network: nn.Module, x, block_fields: Callable[[int, int], dict]):
+  """`x` through the network's stages of Bottlenecks (`network.stage_sizes`; block j of stage
+  i, 0-based, gets `block_fields(i, j)` and is named stage{i+1}_block{j+1}), rematerialised
+  as `network.remat` and `network.remat_policy` say. The parameters' names do not change."""
+  policy = REMAT_POLICIES[network.remat_policy]
+  block = nn.remat(Bottleneck, policy=policy) if network.remat == 'block' else Bottleneck
+  for i, num_blocks in enumerate(network.stage_sizes):
+
+    def stage(module, x, i=i, num_blocks=num_blocks):
+      for j in range(num_blocks):
+        x = block(**block_fields(i, j), name=f'stage{i + 1}_block{j + 1}', parent=module)(x)
+      return x
+
+    x = (nn.remat(stage, policy=policy) if network.remat == 'stage' else stage)(network, x)
+  return x

@@ -22,7 +22,9 @@ def scaled(channels: int, width_multiplier: float) -> int:
 
 
 def check_layout(network) -> None:
-  """ValueError unless the 2D or 3D ResNet's stem, conv lowering and four stages are valid."""
+  """ValueError unless the 2D or 3D ResNet's stem, conv lowering, remat and four stages are
+  valid."""
+  layers.check_remat(network)
   if network.stem not in STEM_TYPES:
     raise ValueError(f'model.stem={network.stem!r}: use one of {STEM_TYPES}')
   convolution.resolve(network.conv_lowering)  # validates
@@ -61,6 +63,10 @@ class ResNet(nn.Module):
   # 'pointwise' (1x1 as matmuls; faster on XLA:CPU), 'matmul' (also stride 2 as
   # space-to-depth), or 'auto' (pointwise on CPU, native elsewhere).
   conv_lowering: str = 'auto'
+  # Rematerialisation of the stages: 'none', 'block' or 'stage', keeping the convolution
+  # outputs or nothing (rs.models.layers.REMATS, REMAT_POLICIES). Same numbers, less memory.
+  remat: str = 'none'
+  remat_policy: str = 'convolutions'
 
   # What rs.models.architecture reads: fields that change the parameters' names or shapes
   # (and hence params and FLOPs), and those that change inference outputs too. Dropout,
@@ -96,16 +102,13 @@ class ResNet(nn.Module):
     elif self.stem_pool == 'max':
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
 
-    for i, num_blocks in enumerate(self.stage_sizes):
-      # Official rule: a constant rate per stage, stage_no/5 of the top rate, C2..C5 = 2..5.
-      drop_rate = self.stochastic_depth_rate * (i + 2) / 5
-      for j in range(num_blocks):
-        x = layers.Bottleneck(
-            w(64 * 2**i), conv_bn, strides=2 if i > 0 and j == 0 else 1,
-            projection=j == 0, se_ratio=self.se_ratio,
-            resnetd_shortcut=self.resnetd_shortcut, zero_init_last_bn=self.zero_init_last_bn,
-            drop_rate=drop_rate, deterministic=not train, dtype=self.dtype,
-            name=f'stage{i + 1}_block{j + 1}')(x)
+    x = layers.bottleneck_stages(self, x, lambda i, j: dict(
+        features=w(64 * 2**i), conv_bn=conv_bn, strides=2 if i > 0 and j == 0 else 1,
+        projection=j == 0, se_ratio=self.se_ratio, resnetd_shortcut=self.resnetd_shortcut,
+        zero_init_last_bn=self.zero_init_last_bn,
+        # Official rule: a constant rate per stage, stage_no/5 of the top rate, C2..C5 = 2..5.
+        drop_rate=self.stochastic_depth_rate * (i + 2) / 5, deterministic=not train,
+        dtype=self.dtype))
 
     return layers.pooled_head(x, self.num_classes, self.dropout_rate, not train, self.dtype,
                               layers.dense_kernel_init)

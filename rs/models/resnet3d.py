@@ -68,6 +68,8 @@ class ResNet3D(nn.Module):
   explicit_padding: bool = False
   conv_lowering: str = 'auto'
   padding: str = 'same'  # 'same' (Keras, the public 3D code) | 'fixed' (TF1, the 2D network)
+  remat: str = 'none'  # as rs.models.resnet.ResNet's
+  remat_policy: str = 'convolutions'
 
   input_rank = 5  # (batch, time, height, width, channels)
   shape_fields = ('stage_sizes', 'width_multiplier', 'se_ratio', 'stem', 'stem_temporal_kernel',
@@ -115,18 +117,17 @@ class ResNet3D(nn.Module):
                   for i, s in enumerate((pt, 2, 2))))
     x = nn.max_pool(x, window, (pt, 2, 2), padding=pads)  # pads with -inf
 
-    for i, num_blocks in enumerate(self.stage_sizes):
-      drop_rate = self.stochastic_depth_rate * (i + 2) / 5
+    def block_fields(i, j):
       kernels = self.temporal_kernels[i]
-      for j in range(num_blocks):
-        x = layers.Bottleneck(
-            w(64 * 2**i), conv_bn, strides=2 if i > 0 and j == 0 else 1,
-            projection=j == 0, se_ratio=self.se_ratio,
-            resnetd_shortcut=self.resnetd_shortcut, zero_init_last_bn=self.zero_init_last_bn,
-            drop_rate=drop_rate, deterministic=not train, dtype=self.dtype,
-            temporal_kernel=int(kernels[j % len(kernels)]),
-            self_gating=self.self_gating and j == num_blocks - 1,
-            name=f'stage{i + 1}_block{j + 1}')(x)
+      return dict(features=w(64 * 2**i), conv_bn=conv_bn, strides=2 if i > 0 and j == 0 else 1,
+                  projection=j == 0, se_ratio=self.se_ratio,
+                  resnetd_shortcut=self.resnetd_shortcut,
+                  zero_init_last_bn=self.zero_init_last_bn,
+                  drop_rate=self.stochastic_depth_rate * (i + 2) / 5, deterministic=not train,
+                  dtype=self.dtype, temporal_kernel=int(kernels[j % len(kernels)]),
+                  self_gating=self.self_gating and j == self.stage_sizes[i] - 1)
+
+    x = layers.bottleneck_stages(self, x, block_fields)
 
     return layers.pooled_head(x, self.num_classes, self.dropout_rate, not train, self.dtype,
                               _centred(dense_kernel_init, -0.05))
