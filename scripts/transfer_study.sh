@@ -13,7 +13,7 @@
 #             the test splits (downstream seed = upstream seed); and, for reference, the
 #             fine-tuning runs from random weights (scratch_*);
 #   report    the tables of docs/transfer.md (markdown).
-# Runs that have their evaluation are skipped, so instances with different RECIPES/SEEDS can
+# Finished runs are skipped (an interrupted one resumes), so instances with different RECIPES/SEEDS can
 # share RUNS_DIR on different cores (e.g. `taskset -c 0` and `taskset -c 1`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +23,8 @@ STAGE=${STAGE:-all}
 RECIPES=${RECIPES:-standard rs}
 SEEDS=${SEEDS:-0 1 2}
 DATASETS=${DATASETS:-digits lfw_faces}
-PROBE_LRS=${PROBE_LRS:-0.1 0.4 1.6}
-FINETUNE_LRS=${FINETUNE_LRS:-0.0125 0.05 0.2}
+PROBE_LRS=${PROBE_LRS:-0.1 0.4 1.6 6.4}
+FINETUNE_LRS=${FINETUNE_LRS:-0.0125 0.05 0.2 0.8}
 CONFIG=configs/transfer_fashion_mnist.py
 mkdir -p "$runs"
 
@@ -32,9 +32,9 @@ mkdir -p "$runs"
 run() {
   local workdir="$runs/$1" row=$2 start=$SECONDS
   shift 2
-  [ -f "$workdir/eval.json" ] && return 0
+  [ -f "$workdir/wall.txt" ] && return 0
   $PY -m rs.main --config="$CONFIG:$row" --workdir="$workdir" "$@"
-  echo $((SECONDS - start)) > "$workdir/wall.txt"
+  echo $((SECONDS - start)) > "$workdir/wall.txt"  # also the mark of a finished run
 }
 
 # minival DATASET: sets $splits to the flags that train on the minival slice's complement and

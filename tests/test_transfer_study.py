@@ -43,6 +43,7 @@ def test_tiny_study_pretrains_probes_fine_tunes_and_reports(tmp_path):
                    eval_split='test[:200]')
     config.batch_size, config.eval_batch_size = 128, 200
     train.train_and_evaluate(config, str(runs / f'up_{recipe}_seed0'))
+    (runs / f'up_{recipe}_seed0/wall.txt').write_text('1')  # as the script marks a finished run
     export.export(str(runs / f'up_{recipe}_seed0'), str(runs / f'up_{recipe}_seed0/weights'))
   upstream = weights.read_variables(str(runs / 'up_rs_seed0/weights'))
   for dataset, eval_split in (('digits', 'test[:100]'), ('lfw_faces', 'test')):
@@ -84,7 +85,8 @@ def test_report_chooses_rates_on_minival_and_weighs_the_difference_against_seed_
     run(f'standard_lfw_faces_finetune_seed{seed}', a, wall=10)
     run(f'rs_lfw_faces_finetune_seed{seed}', b, wall=20)
   run('scratch_lfw_faces_finetune_seed0', 0.7)
-  (tmp_path / 'rs_digits_finetune_seed0').mkdir()  # still training: no eval.json, left out
+  (tmp_path / 'rs_digits_finetune_seed0').mkdir()  # still training: left out
+  (tmp_path / 'rs_digits_finetune_seed0/eval.json').write_text(json.dumps([{'top1': 0.5}]))
   found = transfer_report.collect(str(tmp_path))
   assert transfer_report.chosen_rates(found['tune']) == {('digits', 'probe'): 0.4}
   report = transfer_report.format_report(found)

@@ -2,7 +2,7 @@
 
   python -m rs.tools.transfer_report --runs=runs/transfer
 
-Reads the run directories the script names:
+Reads the finished run directories the script names (those with its wall.txt):
 - `up_RECIPE_seedS`: upstream pretraining (Fashion-MNIST test top-1, reported, never chosen on);
 - `tune_RECIPE_DATASET_MODE_lrLR`: downstream runs scored on a minival slice: the learning rate
   with the best mean over the recipes is the choice;
@@ -33,21 +33,19 @@ _FINAL = re.compile(r'(?P<recipe>standard|rs|scratch)_(?P<dataset>\w+?)_(?P<mode
 @dataclasses.dataclass
 class Run:
   top1: float  # percent, the last evaluation
-  wall_s: int | None
+  wall_s: int
 
 
 def read_run(path: str) -> Run | None:
-  """The run's last evaluation (None while it has none) and its wall time."""
+  """The run's last evaluation and wall time; None until the script has marked it finished
+  (its evaluations so far are not the result)."""
   try:
+    with open(os.path.join(path, 'wall.txt')) as f:
+      wall = int(f.read())
     with open(os.path.join(path, 'eval.json')) as f:
       last = json.load(f)[-1]
   except (OSError, ValueError, IndexError):
     return None
-  try:
-    with open(os.path.join(path, 'wall.txt')) as f:
-      wall = int(f.read())
-  except (OSError, ValueError):
-    wall = None
   return Run(100 * last.get('ema_top1', last['top1']), wall)
 
 
@@ -73,8 +71,7 @@ def spread(values: list[float]) -> str:
 
 
 def wall(runs: list[Run]) -> str:
-  walls = [r.wall_s for r in runs if r.wall_s is not None]
-  return f'{statistics.mean(walls):.0f} s' if walls else '-'
+  return f'{statistics.mean(r.wall_s for r in runs):.0f} s' if runs else '-'
 
 
 def verdict(standard: list[float], rs: list[float]) -> str:
