@@ -23,8 +23,8 @@ STAGE=${STAGE:-all}
 RECIPES=${RECIPES:-standard rs}
 SEEDS=${SEEDS:-0 1 2}
 DATASETS=${DATASETS:-digits lfw_faces}
-PROBE_LRS=${PROBE_LRS:-0.1 0.4 1.6 6.4}
-FINETUNE_LRS=${FINETUNE_LRS:-0.0125 0.05 0.2 0.8}
+PROBE_LRS=${PROBE_LRS:-0.1 0.4 1.6 6.4 25.6}
+FINETUNE_LRS=${FINETUNE_LRS:-0.0125 0.05 0.2 0.8 3.2}
 CONFIG=configs/transfer_fashion_mnist.py
 mkdir -p "$runs"
 
