@@ -5,22 +5,23 @@
 # fine-tuning on scikit-learn's digits and scikit-image's LFW faces, 3 seeds.
 #   bash scripts/transfer_study.sh [RUNS_DIR]   # ~1.5 h on the 2-core CPU
 # STAGE selects a part (default all, in order):
-#   upstream  RECIPES ("standard rs") x SEEDS ("0 1 2"): train, export to RUN/weights;
+#   upstream  RECIPES ("standard rs"; scratch, the third, has no upstream) x SEEDS ("0 1 2"):
+#             train, export to RUN/weights;
 #   tune      the learning-rate grids (PROBE_LRS, FINETUNE_LRS) on each recipe's seed-0
 #             network, trained on a minival slice's complement and scored on the slice: the
 #             choice (best mean over both recipes) goes into the config's LEARNING_RATES;
 #   final     every upstream network x dataset x mode with the config's rates, scored once on
-#             the test splits (downstream seed = upstream seed); and, for reference, the
-#             fine-tuning runs from random weights (scratch_*);
+#             the test splits (downstream seed = upstream seed); recipe scratch: for
+#             reference, the fine-tuning runs from random weights;
 #   report    the tables of docs/transfer.md (markdown).
-# Finished runs are skipped (an interrupted one resumes), so instances with different RECIPES/SEEDS can
-# share RUNS_DIR on different cores (e.g. `taskset -c 0` and `taskset -c 1`).
+# Finished runs are skipped (an interrupted one resumes), so instances with different
+# RECIPES/SEEDS can share RUNS_DIR on different cores (e.g. `taskset -c 0` and `taskset -c 1`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 runs=${1:-runs/transfer}
 STAGE=${STAGE:-all}
-RECIPES=${RECIPES:-standard rs}
+RECIPES=${RECIPES:-standard rs scratch}
 SEEDS=${SEEDS:-0 1 2}
 DATASETS=${DATASETS:-digits lfw_faces}
 PROBE_LRS=${PROBE_LRS:-0.1 0.4 1.6 6.4 25.6}
@@ -48,7 +49,7 @@ stage() { [ "$STAGE" = all ] || [ "$STAGE" = "$1" ]; }
 
 if stage upstream; then
   for seed in $SEEDS; do
-    for recipe in $RECIPES; do
+    for recipe in ${RECIPES/scratch/}; do
       run "up_${recipe}_seed$seed" "$recipe" --config.seed="$seed"
       [ -d "$runs/up_${recipe}_seed$seed/weights" ] || $PY -m rs.export \
           --workdir="$runs/up_${recipe}_seed$seed" --out="$runs/up_${recipe}_seed$seed/weights"
@@ -57,7 +58,7 @@ if stage upstream; then
 fi
 
 if stage tune; then
-  for recipe in $RECIPES; do
+  for recipe in ${RECIPES/scratch/}; do
     for dataset in $DATASETS; do
       minival "$dataset"
       for mode in probe finetune; do
@@ -75,12 +76,13 @@ fi
 
 if stage final; then
   for seed in $SEEDS; do
-    for dataset in $DATASETS; do
-      run "scratch_${dataset}_finetune_seed$seed" "${dataset}_finetune" --config.init_from=None \
-          --config.seed="$seed"
-    done
     for recipe in $RECIPES; do
       for dataset in $DATASETS; do
+        if [ "$recipe" = scratch ]; then
+          run "scratch_${dataset}_finetune_seed$seed" "${dataset}_finetune" \
+              --config.init_from=None --config.seed="$seed"
+          continue
+        fi
         for mode in probe finetune; do
           run "${recipe}_${dataset}_${mode}_seed$seed" "${dataset}_$mode" \
               --config.init_from="$runs/up_${recipe}_seed$seed/weights" --config.seed="$seed"
