@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import transfer_fashion_mnist as study
-from rs import export, train, weights
+from rs import export, sharding, train, validate, weights
 from rs.tools import transfer_report
 
 
@@ -39,29 +39,35 @@ def _tiny(config, steps, **splits):
 def test_tiny_study_pretrains_probes_fine_tunes_and_reports(tmp_path):
   runs = tmp_path / 'runs'
   for recipe in study.UPSTREAM:
-    config = _tiny(study.get_config(recipe), 6, train_split='train[:1024]',
+    config = _tiny(study.get_config(recipe), 4, train_split='train[:1024]',
                    eval_split='test[:200]')
     config.batch_size, config.eval_batch_size = 128, 200
     train.train_and_evaluate(config, str(runs / f'up_{recipe}_seed0'))
     (runs / f'up_{recipe}_seed0/wall.txt').write_text('1')  # as the script marks a finished run
     export.export(str(runs / f'up_{recipe}_seed0'), str(runs / f'up_{recipe}_seed0/weights'))
   upstream = weights.read_variables(str(runs / 'up_rs_seed0/weights'))
-  for dataset, eval_split in (('digits', 'test[:100]'), ('lfw_faces', 'test')):
-    for mode in study.MODES:
-      config = _tiny(study.get_config(f'{dataset}_{mode}'), 5, eval_split=eval_split)
-      config.init_from = str(runs / 'up_rs_seed0/weights')
-      workdir = runs / f'rs_{dataset}_{mode}_seed0'
-      result = train.train_and_evaluate(config, str(workdir))
-      assert 0 <= result['top1'] <= 1
-      export.export(str(workdir), str(tmp_path / f'{dataset}_{mode}'))
-      tuned = weights.read_variables(str(tmp_path / f'{dataset}_{mode}'))
-      backbone = lambda v: {k: x for k, x in v['params'].items() if k != 'head'}
-      same = jax.tree.map(np.array_equal, backbone(tuned), backbone(upstream))
-      # The probe leaves the backbone and its BN statistics as pretrained; fine-tuning moves it.
-      assert all(jax.tree.leaves(same)) == (mode == 'probe')
-      if mode == 'probe':
-        assert all(jax.tree.leaves(jax.tree.map(np.array_equal, tuned['batch_stats'],
-                                                upstream['batch_stats'])))
+  one_device = sharding.create_mesh(jax.devices()[:1])
+  for row in (f'{d}_{m}' for d in study.DOWNSTREAM for m in study.MODES):
+    config = study.get_config(row)
+    config.init_from = str(runs / 'up_rs_seed0/weights')
+    validate.check_config(config, one_device)  # every row fits the upstream weights
+  # Training: one mode per dataset.
+  for dataset, mode, eval_split in (('digits', 'probe', 'test[:100]'),
+                                    ('lfw_faces', 'finetune', 'test')):
+    config = _tiny(study.get_config(f'{dataset}_{mode}'), 4, eval_split=eval_split)
+    config.init_from = str(runs / 'up_rs_seed0/weights')
+    workdir = runs / f'rs_{dataset}_{mode}_seed0'
+    result = train.train_and_evaluate(config, str(workdir))
+    assert 0 <= result['top1'] <= 1
+    export.export(str(workdir), str(tmp_path / f'{dataset}_{mode}'))
+    tuned = weights.read_variables(str(tmp_path / f'{dataset}_{mode}'))
+    backbone = lambda v: {k: x for k, x in v['params'].items() if k != 'head'}
+    same = jax.tree.map(np.array_equal, backbone(tuned), backbone(upstream))
+    # The probe leaves the backbone and its BN statistics as pretrained; fine-tuning moves it.
+    assert all(jax.tree.leaves(same)) == (mode == 'probe')
+    if mode == 'probe':
+      assert all(jax.tree.leaves(jax.tree.map(np.array_equal, tuned['batch_stats'],
+                                              upstream['batch_stats'])))
   report = transfer_report.format_report(transfer_report.collect(str(runs)))
   assert '| standard |' in report and '| rs |' in report  # the upstream table
   assert '| digits | probe |' not in report  # no standard downstream runs: no comparison
