@@ -27,6 +27,10 @@ DATASETS=${DATASETS:-digits lfw_faces}
 PROBE_LRS=${PROBE_LRS:-0.1 0.4 1.6 6.4 25.6}
 FINETUNE_LRS=${FINETUNE_LRS:-0.0125 0.05 0.2 0.8 3.2}
 CONFIG=configs/transfer_fashion_mnist.py
+case $STAGE in
+  all | upstream | tune | final | report) ;;
+  *) echo "error: STAGE=$STAGE: use all, upstream, tune, final or report" >&2; exit 1 ;;
+esac
 mkdir -p "$runs"
 
 # run NAME ROW [FLAGS...]: one rs.main run in $runs/NAME, timed (wall.txt).
