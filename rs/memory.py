@@ -34,7 +34,9 @@ def check_fits(compiled, name: str, limit: int | None) -> None:
   if limit and need > limit:
     raise MemoryError(
         f'{name} needs {need / GIB:.2f} GiB per device but the device holds {limit / GIB:.2f} '
-        'GiB: lower --config.batch_size, use --config.dtype=bfloat16, or use more devices')
+        'GiB: lower --config.batch_size, set --config.model.remat=block (ResNets: recompute '
+        'in the backward pass; stage saves more), use --config.dtype=bfloat16, or use more '
+        'devices')
 
 
 def saved_activation_bytes(model, batch_shape: tuple[int, ...], dtype=jnp.float32) -> int:

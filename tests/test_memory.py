@@ -19,5 +19,6 @@ def test_a_step_that_cannot_fit_is_a_clear_error():
   memory.check_fits(compiled, 'The train step', None)  # unknown limit (CPU): only logged
   memory.check_fits(compiled, 'The train step', 2**30)
   with pytest.raises(MemoryError, match=r'needs 0\.\d\d GiB per device but the device holds '
-                                         r'0\.00 GiB: lower --config\.batch_size'):
+                                         r'0\.00 GiB: lower --config\.batch_size, set '
+                                         r'--config\.model\.remat=block'):
     memory.check_fits(compiled, 'The train step', 1024)
