@@ -19,3 +19,8 @@ def one_line(error: BaseException, limit: int | None = 200) -> str:
   its type's name when it has no message."""
   text = ' '.join(str(error).split())
   return (text[:limit] if limit else text) or type(error).__name__
+
+
+class DoesNotFit(UserError, MemoryError):
+  """A compiled step needs more memory than the device holds (rs.memory.check_fits): found
+  before step 1, with the fixes named."""

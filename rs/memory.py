@@ -1,9 +1,12 @@
 """Will the compiled step fit? XLA's memory analysis against the device's memory, before step 1."""
 import functools
 import logging
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
+
+from rs.errors import DoesNotFit
 
 GIB = 2**30
 
@@ -24,19 +27,59 @@ def device_limit(device: jax.Device) -> int | None:
   return stats.get('bytes_limit')
 
 
-def check_fits(compiled, name: str, limit: int | None) -> None:
-  """Logs the step's memory; raises a one-line MemoryError naming fixes if it cannot fit."""
+def largest_batch(bytes_at: Callable[[int], int], batch: int, need: int, limit: int,
+                  compilations: int = 4) -> int:
+  """The largest per-device batch below `batch` (which needs `need` bytes) whose step fits
+  `limit`, checked by compiling: `bytes_at(n)` compiles the step for a per-device batch of n and
+  returns its bytes. XLA's temporaries grow with the batch in steps, on top of a part that does
+  not grow (the state, gradients, optimizer temporaries), so no formula from one compilation is
+  safe. Halving finds a batch that fits; a line through the nearest sizes that do and do not fit
+  then guesses closer, in at most `compilations` more compilations. The answer always fit when
+  compiled; 0 where even a batch of 1 does not."""
+  fits, fit_need, over, over_need = 0, None, batch, need
+  while fit_need is None and over > 1:  # halve until one fits
+    half = over // 2
+    half_need = bytes_at(half)
+    if half_need <= limit:
+      fits, fit_need = half, half_need
+    else:
+      over, over_need = half, half_need
+  for _ in range(compilations if fit_need is not None else 0):
+    # Between the two, on the line through them.
+    guess = fits + (over - fits) * (limit - fit_need) // (over_need - fit_need)
+    guess = min(max(guess, fits + 1), over - 1)
+    if guess <= fits:
+      break
+    guess_need = bytes_at(guess)
+    if guess_need <= limit:
+      fits, fit_need = guess, guess_need
+    else:
+      over, over_need = guess, guess_need
+  return fits
+
+
+def check_fits(compiled, name: str, limit: int | None, batch: int | None = None,
+               devices: int = 1, bytes_at: Callable[[int], int] | None = None) -> None:
+  """Logs the step's memory; raises DoesNotFit (a MemoryError, one line from rs's commands) naming fixes if it cannot fit. Given
+  the per-device `batch`, the number of `devices` and `bytes_at` (see largest_batch), the error
+  names the largest --config.batch_size that fits."""
   need = step_bytes(compiled)
   if need is None:
     return
   logging.info('%s needs %.2f GiB per device%s.', name, need / GIB,
                f' of {limit / GIB:.2f} GiB' if limit else '')
   if limit and need > limit:
-    raise MemoryError(
+    smaller = 'lower --config.batch_size'
+    if batch and bytes_at:
+      logging.info('Compiling the step for smaller batches to find one that fits.')
+      fits = largest_batch(bytes_at, batch, need, limit)
+      smaller = (f'set --config.batch_size={fits * devices} or lower ({fits} per device fits, '
+                 f'{batch} does not)' if fits else
+                 'lower --config.batch_size (not even 1 example per device fits)')
+    raise DoesNotFit(
         f'{name} needs {need / GIB:.2f} GiB per device but the device holds {limit / GIB:.2f} '
-        'GiB: lower --config.batch_size, set --config.model.remat=block (ResNets: recompute '
-        'in the backward pass; stage saves more), use --config.dtype=bfloat16, or use more '
-        'devices')
+        f'GiB: {smaller}, set --config.model.remat=block (ResNets: recompute in the backward '
+        'pass; stage saves more), use --config.dtype=bfloat16, or use more devices')
 
 
 def saved_activation_bytes(model, batch_shape: tuple[int, ...], dtype=jnp.float32) -> int:

@@ -9,7 +9,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import ml_collections
 
-from rs import optim, sharding, step as step_lib
+from rs import memory, optim, sharding, step as step_lib
 from rs.data import pseudo
 from rs.models import DTYPES, architecture, create_model
 from rs.state import create_state
@@ -88,3 +88,24 @@ def build_eval(model, mean, std, mesh: jax.sharding.Mesh) -> Callable:
                                    std=tuple(std)),
                  in_shardings=(replicated, sharding.batch_sharded(mesh)),
                  out_shardings=replicated)
+
+
+def train_step_bytes(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                     num_classes: int, image_shape: tuple[int, ...], schedule,
+                     example: dict) -> Callable[[int], int | None]:
+  """What rs.memory.largest_batch searches with: per-device batch n -> the bytes per device
+  (rs.memory.step_bytes) of the config's train step compiled with batch_size n x devices, on
+  inputs shaped like the rows of `example` (a host batch). A BN group that does not divide the
+  new batch becomes the per-device batch (a BN group's size changes nothing in memory)."""
+  def bytes_at(per_device: int) -> int | None:
+    resized = config.copy_and_resolve_references()
+    resized.batch_size = per_device * mesh.size
+    group = resized.model.get('bn_group_size')
+    if group and resized.batch_size % group:
+      resized.model.bn_group_size = None
+    training = build_training(resized, mesh, num_classes, image_shape, schedule)
+    state = jax.eval_shape(training.init, jax.random.key(0))
+    inputs = {k: jax.ShapeDtypeStruct((step_rows(resized), *v.shape[1:]), v.dtype)
+              for k, v in example.items()}
+    return memory.step_bytes(training.train_fn.lower(state, inputs).compile())
+  return bytes_at

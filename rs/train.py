@@ -24,7 +24,7 @@ from rs import validate
 from rs.errors import UserError
 from rs import weights as weights_lib
 from rs.data import pipeline as pipeline_lib
-from rs.programs import build_training, step_rows
+from rs.programs import build_training, step_rows, train_step_bytes
 
 
 def host_sync():
@@ -223,7 +223,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info('Compiling the train step.')
     train_fn = training.train_fn.lower(state, sharding.to_global(first, mesh)).compile()
     local_device = next(d for d in mesh.devices.flat if d.process_index == jax.process_index())
-    memory.check_fits(train_fn, 'The train step', memory.device_limit(local_device))
+    memory.check_fits(train_fn, 'The train step', memory.device_limit(local_device),
+                      config.batch_size // mesh.size, mesh.size, train_step_bytes(
+                          config, mesh, pipeline.num_classes, pipeline.image_shape, schedule,
+                          first))
     batches = itertools.chain([first], batches)
     new_workdir.keep()  # from here on the workdir holds work (logs, then checkpoints)
 

@@ -1,6 +1,9 @@
 """The pre-flight memory check: XLA's analysis of a compiled program against a device limit."""
+import re
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from rs import memory
@@ -22,3 +25,73 @@ def test_a_step_that_cannot_fit_is_a_clear_error():
                                          r'0\.00 GiB: lower --config\.batch_size, set '
                                          r'--config\.model\.remat=block'):
     memory.check_fits(compiled, 'The train step', 1024)
+
+
+
+def staircase(batch: int) -> int:
+  """Bytes of a made-up step: 100 that do not grow, 10 per example, 30 more from 20 on."""
+  return 100 + 10 * batch + (30 if batch >= 20 else 0)
+
+
+@pytest.mark.parametrize('limit', [105, 110, 299, 300, 329, 330, 500, 739])
+def test_largest_batch_finds_the_largest_that_fits(limit):
+  truth = max((b for b in range(1, 64) if staircase(b) <= limit), default=0)
+  compiled = []
+  found = memory.largest_batch(lambda b: compiled.append(b) or staircase(b), 64, staircase(64),
+                               limit, compilations=8)
+  assert found == truth
+  assert len(compiled) <= 6 + 8  # halvings + refinements
+  assert all(b < 64 for b in compiled)
+
+
+def test_the_error_names_a_batch_size_that_fits():
+  """The embedded default's train step on one device at batch 64, against a limit of 60% of
+  what it needs: the batch the error names fits when compiled, and the next one does not."""
+  from configs import fashion_mnist
+  from rs import optim, programs, sharding
+  config = fashion_mnist.get_config()
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  schedule = optim.learning_rate_schedule(config.optimizer, 64, 1, 10, 10)
+  example = {'image': np.zeros((1, 32, 32, 1), np.float32), 'label': np.zeros((1,), np.int32)}
+  bytes_at = programs.train_step_bytes(config, mesh, 10, (32, 32, 1), schedule, example)
+  compiled = []
+
+  def compiling(batch):
+    compiled.append(batch)
+    return bytes_at(batch)
+  config.batch_size = 64
+  training = programs.build_training(config, mesh, 10, (32, 32, 1), schedule)
+  step = training.train_fn.lower(
+      jax.eval_shape(training.init, jax.random.key(0)),
+      {'image': jax.ShapeDtypeStruct((64, 32, 32, 1), jnp.float32),
+       'label': jax.ShapeDtypeStruct((64,), jnp.int32)}).compile()
+  limit = int(memory.step_bytes(step) * 0.6)
+  with pytest.raises(MemoryError) as error:
+    memory.check_fits(step, 'The train step', limit, 64, 1, compiling)
+  fits = int(re.search(r'set --config\.batch_size=(\d+) or lower \(\1 per device fits, 64 does '
+                       r'not\), set --config\.model\.remat=block', str(error.value)).group(1))
+  assert 8 <= fits < 64 and fits in compiled
+  assert bytes_at(fits) <= limit < bytes_at(fits + 1)  # measured: 16 fits, 17 does not
+  # Where no batch fits (the state alone is too large), the error says so.
+  with pytest.raises(MemoryError, match=r'lower --config\.batch_size \(not even 1 example per '
+                                        r'device fits\)'):
+    memory.check_fits(step, 'The train step', limit, 64, 1, lambda batch: limit + 1)
+
+
+def test_rs_main_names_the_batch_size_that_fits_and_writes_nothing(tmp_path, monkeypatch):
+  """configs/tiny.py on the 8 test devices (4 per device) against a device that holds less than
+  its step needs: one line naming the largest batch_size that fits, and no workdir."""
+  from conftest import run_command
+
+  def tight_check(compiled, name, limit, batch, devices, bytes_at):
+    limit = (memory.step_bytes(compiled) + bytes_at(1)) // 2  # 1 per device fits, 4 does not
+    return real_check(compiled, name, limit, batch, devices, bytes_at)
+  real_check = memory.check_fits
+  monkeypatch.setattr(memory, 'check_fits', tight_check)
+  workdir = tmp_path / 'run'
+  result = run_command('rs.main', '--config=configs/tiny.py', f'--workdir={workdir}')
+  assert result.status == 1
+  per_device = int(re.search(r'set --config\.batch_size=(\d+) or lower \((\d+) per device fits, 4 '
+                             r'does not\)', result.stderr.splitlines()[-1]).group(2))
+  assert 1 <= per_device < 4 and f'--config.batch_size={8 * per_device} ' in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1 and not workdir.exists()
