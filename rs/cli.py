@@ -78,8 +78,11 @@ def start_jax(distributed: bool | None = None, cpu_devices: int = 1, init_timeou
   if distributed and not jax.distributed.is_initialized():
     # Before any JAX computation. Multi-host pods need it; orbax's preemption notices too.
     distributed_lib.initialize(init_timeout, peer_timeout)
-  logging.info('JAX %s on %s: %d devices, %d hosts.', jax.__version__, jax.default_backend(),
-               jax.device_count(), jax.process_count())
+  # On a CPU the numbers depend on the core count (docs/performance.md): the log says it.
+  cores = (f', {len(os.sched_getaffinity(0))} CPU cores' if jax.default_backend() == 'cpu'
+           and hasattr(os, 'sched_getaffinity') else '')
+  logging.info('JAX %s on %s: %d devices, %d hosts%s.', jax.__version__, jax.default_backend(),
+               jax.device_count(), jax.process_count(), cores)
 
 
 def fail(message: str):

@@ -59,3 +59,24 @@ def test_deep_variants_flops_within_three_percent(name, size):
   s = summary.summarize(name, size)
   assert s['params'] == official.PARAMS[name]
   assert s['gflops'] == pytest.approx(official.RELEASED[name, size][0], rel=0.03)
+
+
+def test_memory_table_of_a_config():
+  """XLA's bytes grow with the batch; remat's estimate shrinks the growing part by one ratio."""
+  from rs.tools.summary import train_memory
+  from configs import fashion_mnist
+  rows = train_memory(fashion_mnist.get_config(), (8, 32, 64))
+  assert 0 < rows[0]['fixed_bytes'] < rows[0]['bytes'] < rows[1]['bytes'] < rows[2]['bytes']
+  grow = [(r['bytes'] - r['fixed_bytes'], r['remat_bytes'] - r['fixed_bytes']) for r in rows]
+  assert all(0 < remat < plain for plain, remat in grow)
+  assert grow[0][1] / grow[0][0] == pytest.approx(grow[2][1] / grow[2][0], rel=1e-6)
+  out = subprocess.run([sys.executable, '-m', 'rs.tools.summary',
+                        '--memory_table=configs/fashion_mnist.py', '--memory_batches=8,16'],
+                       cwd=ROOT, capture_output=True, text=True, check=True)
+  assert '| configs/fashion_mnist.py | float32 | 8 | 0.0 | 16, 32, 95 | 0.0 | 16, 32, 95 |' in \
+      out.stdout
+  for flags, says in ((['--memory_table=configs/x.py'], 'config file configs/x.py does not exist'),
+                      (['--memory_table=released', '--memory_batches=16'], 'two batches or more')):
+    bad = subprocess.run([sys.executable, '-m', 'rs.tools.summary', *flags], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and says in bad.stderr.strip().splitlines()[-1]
