@@ -41,6 +41,25 @@ def define_distributed_flag() -> None:
                      'stopped answering counts as lost, and the others stop with one line.')
 
 
+def define_inference_cpu_devices_flag() -> None:
+  """--cpu_devices of the commands that only run forward passes (rs.predict, rs.evaluate)."""
+  flags.DEFINE_integer('cpu_devices', None, 'On a CPU, split each batch over this many devices; '
+                       'default: one per core (XLA:CPU runs a forward pass faster split than on '
+                       'one device: docs/performance.md). No effect on TPU or GPU.',
+                       lower_bound=1)
+
+
+def request_inference_devices(batch_size: int | None = None) -> None:
+  """Before JAX starts: the CPU devices --cpu_devices asks for; by default one per core, or
+  the most up to that which divide `batch_size` (a global batch must split evenly)."""
+  from rs import sharding
+  count = flags.FLAGS.cpu_devices
+  if count is None:
+    cores = sharding.cpu_cores()
+    count = max(d for d in range(1, cores + 1) if not batch_size or batch_size % d == 0)
+  sharding.request_cpu_devices(count)
+
+
 def distributed_flags() -> dict:
   """start_jax's keyword arguments from the flags define_distributed_flag defines."""
   f = flags.FLAGS
@@ -79,8 +98,7 @@ def start_jax(distributed: bool | None = None, cpu_devices: int = 1, init_timeou
     # Before any JAX computation. Multi-host pods need it; orbax's preemption notices too.
     distributed_lib.initialize(init_timeout, peer_timeout)
   # On a CPU the numbers depend on the core count (docs/performance.md): the log says it.
-  cores = (f', {len(os.sched_getaffinity(0))} CPU cores' if jax.default_backend() == 'cpu'
-           and hasattr(os, 'sched_getaffinity') else '')
+  cores = f', {sharding.cpu_cores()} CPU cores' if jax.default_backend() == 'cpu' else ''
   logging.info('JAX %s on %s: %d devices, %d hosts%s.', jax.__version__, jax.default_backend(),
                jax.device_count(), jax.process_count(), cores)
 

@@ -89,15 +89,17 @@ def define_flags():
   flags.DEFINE_bool('json', False, 'Print only one JSON object (top1, top5, loss, '
                     'num_examples) on stdout.')
   flags.mark_flags_as_required(['weights'])
+  cli.define_inference_cpu_devices_flag()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  f = flags.FLAGS
+  cli.request_inference_devices(f.batch_size or (f.config.eval_batch_size if f.config else None))
   logs.quiet_library_logs(logging.ERROR)  # orbax logs each step of a restore
   tf = logs.import_tensorflow_quietly()
   tf.config.set_visible_devices([], 'GPU')
-  f = flags.FLAGS
   result = evaluate_weights(f.weights, f.config, f.data, f.split, f.data_dir, f.image_size,
                             f.batch_size)
   print(json.dumps(result) if f.json else f'{f.weights}: {metrics.eval_text(result)}')

@@ -40,7 +40,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from rs import cli, logs, step as step_lib, validate, weights
+from rs import cli, logs, sharding, step as step_lib, validate, weights
 from rs.errors import UserError
 from rs.data.eval_input import ImageError
 
@@ -53,9 +53,11 @@ class PredictError(UserError, ValueError):
 
 class Predictor:
   """A weights directory's network, class names and evaluation input, and one jitted forward
-  pass (batches padded to a power of two: a few programs for any number of images)."""
+  pass (batches padded to a power of two, and to a multiple of the devices: a few programs for
+  any number of images)."""
 
-  def __init__(self, directory: str, image_size: int | None = None, batch_size: int = 32):
+  def __init__(self, directory: str, image_size: int | None = None, batch_size: int = 32,
+               devices: list | None = None):
     if batch_size < 1:
       raise PredictError(f'--batch_size={batch_size}: give 1 or more')
     try:
@@ -67,11 +69,15 @@ class Predictor:
       validate.check_image_size(self.description.build(), self.description.model, image_size)
       self.prepare = dataclasses.replace(self.prepare, image_size=image_size)
     self.names = self.description.names()
-    self.variables = variables
     self.batch_size = batch_size
     model, spec = self.description.build(), self.prepare
+    # Each batch split over `devices` (default: this host's; one per core on a CPU, rs.cli);
+    # the weights are copied to each once.
+    self.mesh = sharding.create_mesh(devices or jax.local_devices())
+    self.variables = jax.device_put(variables, sharding.replicated(self.mesh))
     self._forward = jax.jit(lambda v, images: jax.nn.softmax(
-        step_lib.logits(model, v, images, spec.mean, spec.std)))
+        step_lib.logits(model, v, images, spec.mean, spec.std)),
+        in_shardings=(sharding.replicated(self.mesh), sharding.batch_sharded(self.mesh)))
 
   def probabilities(self, images: np.ndarray) -> np.ndarray:
     """float32 (N, S, S, C) preprocessed images -> (N, num_classes) softmax probabilities."""
@@ -79,6 +85,7 @@ class Predictor:
     for start in range(0, len(images), self.batch_size):
       chunk = images[start:start + self.batch_size]
       padded = min(self.batch_size, 1 << (len(chunk) - 1).bit_length())
+      padded = -(-padded // self.mesh.size) * self.mesh.size  # a multiple of the devices
       chunk = np.concatenate([chunk, np.zeros((padded - len(chunk), *chunk.shape[1:]),
                                               chunk.dtype)])
       out.append(np.asarray(self._forward(self.variables, chunk))[:len(images) - start])
@@ -109,6 +116,7 @@ def define_flags():
   flags.DEFINE_integer('image_size', None, "Input side S; default: model.json's.")
   flags.DEFINE_integer('batch_size', 32, 'Images per forward pass.')
   flags.DEFINE_bool('json', False, 'One JSON object per image instead of text.')
+  cli.define_inference_cpu_devices_flag()
 
 
 def main(argv):
@@ -116,6 +124,7 @@ def main(argv):
   paths = argv[1:]
   if not f.checkpoint or not paths:
     raise app.UsageError('give --checkpoint=DIR and one or more image files')
+  cli.request_inference_devices()
   logs.quiet_library_logs(logging.ERROR)  # orbax logs each restore
   tf = logs.import_tensorflow_quietly()
   tf.config.set_visible_devices([], 'GPU')

@@ -25,6 +25,11 @@ def request_cpu_devices(count: int) -> None:
     jax.config.update('jax_num_cpu_devices', count)
 
 
+def cpu_cores() -> int:
+  """The cores this process may run on (its CPU affinity, as XLA:CPU counts them)."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import process_env
+from conftest import ROOT, process_env
 from configs import base
 from rs.tools import benchmark, summary
 from rs.models import official
@@ -190,3 +190,19 @@ def test_layer_bench_lists_rs50s_convolutions_and_times_both_frameworks():
   assert row['gflop_forward'] == pytest.approx(2 * 2 * 1 * 1 * 512 * 2048 / 1e9)
   jax_best = min(row['jax xla fwd+bwd ms'], row['jax matmul fwd+bwd ms'])
   assert row['fwd+bwd jax/torch time'] == pytest.approx(jax_best / row['torch fwd+bwd ms'])
+
+
+def test_bench_predict_times_rs_predict_and_timm_on_the_same_photos():
+  """Same weights, same files, same preprocessing: every top-1 class agrees."""
+  pytest.importorskip('timm')
+  out = subprocess.run([sys.executable, '-m', 'rs.tools.bench_predict', '--photos=6',
+                        '--image_size=64', '--rounds=1', '--batch_size=4'], cwd=ROOT,
+                       env=process_env(), capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr
+  rows = [line for line in out.stdout.splitlines() if 'img/s' in line]
+  assert [r.split()[0] for r in rows][-1] == 'timm' and rows[0].startswith('rs.predict x1 ')
+  assert all('top-1 as timm: 100.0%' in r for r in rows)
+  bad = subprocess.run([sys.executable, '-m', 'rs.tools.bench_predict', '--photos=0'], cwd=ROOT,
+                       env=process_env(), capture_output=True, text=True, timeout=600)
+  assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith(
+      'error: --photos=0')

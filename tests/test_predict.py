@@ -82,7 +82,7 @@ def softmax_in_process(directory: str, meta: dict, images: np.ndarray) -> np.nda
 
 
 def run_predict(*args):
-  env = process_env()  # one CPU device starts faster
+  env = process_env()  # the CPU devices rs.predict picks itself: one per core
   return subprocess.run([sys.executable, '-m', 'rs.predict', *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=300)
 
