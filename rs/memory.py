@@ -29,13 +29,13 @@ def device_limit(device: jax.Device) -> int | None:
 
 def largest_batch(bytes_at: Callable[[int], int], batch: int, need: int, limit: int,
                   compilations: int = 4) -> int:
-  """The largest per-device batch below `batch` (which needs `need` bytes) whose step fits
-  `limit`, checked by compiling: `bytes_at(n)` compiles the step for a per-device batch of n and
+  """The largest per-device batch below `batch` (which needs `need` bytes) found to fit
+  `limit`, by compiling: `bytes_at(n)` compiles the step for a per-device batch of n and
   returns its bytes. XLA's temporaries grow with the batch in steps, on top of a part that does
   not grow (the state, gradients, optimizer temporaries), so no formula from one compilation is
   safe. Halving finds a batch that fits; a line through the nearest sizes that do and do not fit
-  then guesses closer, in at most `compilations` more compilations. The answer always fit when
-  compiled; 0 where even a batch of 1 does not."""
+  then guesses closer, in at most `compilations` more compilations. The answer was compiled and
+  fits; 0 where even a batch of 1 does not."""
   fits, fit_need, over, over_need = 0, None, batch, need
   while fit_need is None and over > 1:  # halve until one fits
     half = over // 2
@@ -60,9 +60,9 @@ def largest_batch(bytes_at: Callable[[int], int], batch: int, need: int, limit: 
 
 def check_fits(compiled, name: str, limit: int | None, batch: int | None = None,
                devices: int = 1, bytes_at: Callable[[int], int] | None = None) -> None:
-  """Logs the step's memory; raises DoesNotFit (a MemoryError, one line from rs's commands) naming fixes if it cannot fit. Given
-  the per-device `batch`, the number of `devices` and `bytes_at` (see largest_batch), the error
-  names the largest --config.batch_size that fits."""
+  """Logs the step's memory; raises DoesNotFit (a MemoryError; one line from rs's commands)
+  naming fixes if it cannot fit. Given the per-device `batch`, the number of `devices` and
+  `bytes_at` (see largest_batch), the error names the largest --config.batch_size found to fit."""
   need = step_bytes(compiled)
   if need is None:
     return
