@@ -86,9 +86,9 @@ class Predictor:
       chunk = images[start:start + self.batch_size]
       padded = min(self.batch_size, 1 << (len(chunk) - 1).bit_length())
       padded = -(-padded // self.mesh.size) * self.mesh.size  # a multiple of the devices
-      chunk = np.concatenate([chunk, np.zeros((padded - len(chunk), *chunk.shape[1:]),
-                                              chunk.dtype)])
-      out.append(np.asarray(self._forward(self.variables, chunk))[:len(images) - start])
+      rows = len(chunk)
+      chunk = np.concatenate([chunk, np.zeros((padded - rows, *chunk.shape[1:]), chunk.dtype)])
+      out.append(np.asarray(self._forward(self.variables, chunk))[:rows])  # the padding dropped
     return np.concatenate(out)
 
   def predict(self, paths: list[str], top: int = TOP) -> list[dict | ImageError]:

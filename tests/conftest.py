@@ -12,7 +12,14 @@ import tempfile
 FAST_COMPILE_XLA_FLAGS = ('--xla_backend_optimization_level=0 '
                           '--xla_llvm_disable_expensive_passes=true '
                           '--xla_cpu_use_fusion_emitters=false')
+# A step over several CPU devices meets at each collective; XLA:CPU aborts the process when one
+# device's thread has not arrived after 40 s. Under the full suite (8 devices per process, the
+# other worker's commands and torch on the same 2 cores) a thread can wait that long: it
+# aborted an EfficientNet run in its evaluation once (2026-12-04). The tests wait longer.
+PATIENT_COLLECTIVES_XLA_FLAGS = ('--xla_cpu_collective_call_warn_stuck_timeout_seconds=120 '
+                                 '--xla_cpu_collective_call_terminate_timeout_seconds=600')
 os.environ['XLA_FLAGS'] = (f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_XLA_FLAGS} "
+                           f'{PATIENT_COLLECTIVES_XLA_FLAGS} '
                            '--xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # Many tests compile the same programs (the same tiny model in several runs and processes): one
@@ -48,7 +55,7 @@ def process_env(devices: int | None = None, drop: tuple[str, ...] = (), **extra:
   the tests' 8 (None: as many as the command makes itself, one unless told). `drop` removes
   variables, `extra` sets them."""
   env = {k: v for k, v in os.environ.items() if k not in drop}
-  env['XLA_FLAGS'] = FAST_COMPILE_XLA_FLAGS + (
+  env['XLA_FLAGS'] = f'{FAST_COMPILE_XLA_FLAGS} {PATIENT_COLLECTIVES_XLA_FLAGS}' + (
       f' --xla_force_host_platform_device_count={devices}' if devices else '')
   env['PYTHONPATH'] = ROOT
   return env | extra
