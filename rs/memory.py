@@ -1,10 +1,9 @@
 """Will the compiled step fit? XLA's memory analysis against the device's memory, before step 1."""
-import functools
 import logging
+import os
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 
 from rs.errors import DoesNotFit
 
@@ -21,10 +20,31 @@ def step_bytes(compiled) -> int | None:
           + m.temp_size_in_bytes + m.generated_code_size_in_bytes)
 
 
-def device_limit(device: jax.Device) -> int | None:
-  """Bytes the device can hold (TPU/GPU); None where unknown (CPU)."""
+def host_memory_bytes() -> int:
+  """The memory this process's host gives it: the physical memory, or the container's limit
+  (cgroup v2 or v1) where that is lower."""
+  total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  for path in ('/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes'):
+    try:
+      with open(path) as f:
+        value = f.read().strip()
+    except OSError:
+      continue
+    if value.isdigit():  # 'max': no limit
+      total = min(total, int(value))
+  return total
+
+
+def device_limit(device: jax.Device, sharing: int = 1) -> int | None:
+  """Bytes the device can hold: its own memory (TPU/GPU), or for a CPU device its share of the
+  host's memory, which the `sharing` CPU devices of a run split (each holds its own copy of the
+  state and its own activations). None where the backend says nothing."""
   stats = device.memory_stats() or {}
-  return stats.get('bytes_limit')
+  if 'bytes_limit' in stats:
+    return stats['bytes_limit']
+  if device.platform == 'cpu':
+    return host_memory_bytes() // sharing
+  return None
 
 
 def largest_batch(bytes_at: Callable[[int], int], batch: int, need: int, limit: int,
@@ -80,28 +100,3 @@ def check_fits(compiled, name: str, limit: int | None, batch: int | None = None,
         f'{name} needs {need / GIB:.2f} GiB per device but the device holds {limit / GIB:.2f} '
         f'GiB: {smaller}, set --config.model.remat=block (ResNets: recompute in the backward '
         'pass; stage saves more), use --config.dtype=bfloat16, or use more devices')
-
-
-def saved_activation_bytes(model, batch_shape: tuple[int, ...], dtype=jnp.float32) -> int:
-  """Bytes of what a training forward of `model` on a batch of `batch_shape` keeps for its
-  backward pass (autodiff's residuals: activations, or what model.remat keeps of them), without
-  the parameters and the input. Traced on shapes only, with no compilation and no arrays:
-  any batch size costs the same, 40-80 s for RS-350 or RS-420 on one CPU core.
-
-  Backend-independent, and the way to see remat's effect on a CPU: XLA:CPU drops the
-  optimisation barriers that keep a checkpoint's recomputation apart and merges it back into
-  the forward, so its memory analysis is the same with and without remat (docs/performance.md).
-  """
-  from jax._src import ad_checkpoint  # saved_residuals: public only as print_saved_residuals
-  images = jax.ShapeDtypeStruct(batch_shape, dtype)
-  variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
-                             images)
-
-  def forward(variables, images):
-    logits, _ = model.apply(variables, images, train=True, mutable=['batch_stats'],
-                            rngs={'dropout': jax.random.key(0)})
-    return logits.astype(jnp.float32).sum()
-
-  residuals = ad_checkpoint.saved_residuals(forward, variables, images)
-  return sum(int(a.size) * a.dtype.itemsize for a, source in residuals
-             if not source.startswith('from the argument'))

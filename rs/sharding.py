@@ -20,9 +20,29 @@ def request_cpu_devices(count: int) -> None:
   """Give the CPU backend `count` devices (call before JAX starts its backends). XLA:CPU runs
   one program's operations nearly one at a time, so a batch split over one device per core
   keeps more cores busy (docs/performance.md). An explicit
-  XLA_FLAGS=--xla_force_host_platform_device_count wins. Accelerator backends are unaffected."""
+  XLA_FLAGS=--xla_force_host_platform_device_count wins. Accelerator backends are unaffected.
+  The devices wait at collectives as long as PATIENT_CPU_COLLECTIVES says, however many."""
+  patient_cpu_collectives()
   if count > 1 and 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
     jax.config.update('jax_num_cpu_devices', count)
+
+
+# A step over several CPU devices meets at each collective, and XLA:CPU aborts the process when
+# a device's thread has waited 40 s there for the others. Devices that share few cores take
+# turns, so one large step (or a busy machine) can keep a thread waiting longer: the RS-14 of
+# configs/tiny.py at 1,024 px on 8 devices and 2 cores aborted so (2026-12-04), as did one test
+# run under the full suite. rs waits an hour before aborting, and warns after two minutes.
+PATIENT_CPU_COLLECTIVES = ('--xla_cpu_collective_call_warn_stuck_timeout_seconds=120',
+                           '--xla_cpu_collective_call_terminate_timeout_seconds=3600')
+
+
+def patient_cpu_collectives() -> None:
+  """Adds PATIENT_CPU_COLLECTIVES to XLA_FLAGS (before JAX starts its backends), each unless
+  XLA_FLAGS already sets it."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  extra = [f for f in PATIENT_CPU_COLLECTIVES if f.split('=')[0] not in flags]
+  if extra:
+    os.environ['XLA_FLAGS'] = ' '.join([flags, *extra]).strip()
 
 
 def cpu_cores() -> int:

@@ -222,8 +222,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     first = next(batches)
     logging.info('Compiling the train step.')
     train_fn = training.train_fn.lower(state, sharding.to_global(first, mesh)).compile()
-    local_device = next(d for d in mesh.devices.flat if d.process_index == jax.process_index())
-    memory.check_fits(train_fn, 'The train step', memory.device_limit(local_device),
+    local_devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    memory.check_fits(train_fn, 'The train step',
+                      memory.device_limit(local_devices[0], sharing=len(local_devices)),
                       config.batch_size // mesh.size, mesh.size, train_step_bytes(
                           config, mesh, pipeline.num_classes, pipeline.image_shape, schedule,
                           first))

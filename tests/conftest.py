@@ -12,10 +12,11 @@ import tempfile
 FAST_COMPILE_XLA_FLAGS = ('--xla_backend_optimization_level=0 '
                           '--xla_llvm_disable_expensive_passes=true '
                           '--xla_cpu_use_fusion_emitters=false')
-# A step over several CPU devices meets at each collective; XLA:CPU aborts the process when one
-# device's thread has not arrived after 40 s. Under the full suite (8 devices per process, the
-# other worker's commands and torch on the same 2 cores) a thread can wait that long: it
-# aborted an EfficientNet run in its evaluation once (2026-12-04). The tests wait longer.
+# A step over several CPU devices meets at each collective, where XLA:CPU aborts after 40 s by
+# default; under the full suite (8 devices per process, the other worker's commands and torch on
+# the same 2 cores) a thread can wait that long. rs's commands wait longer (rs.sharding), and so
+# do the tests, in this process and in every command they start (it aborted an EfficientNet run
+# in its evaluation once, 2026-12-04).
 PATIENT_COLLECTIVES_XLA_FLAGS = ('--xla_cpu_collective_call_warn_stuck_timeout_seconds=120 '
                                  '--xla_cpu_collective_call_terminate_timeout_seconds=600')
 os.environ['XLA_FLAGS'] = (f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_XLA_FLAGS} "

@@ -162,6 +162,29 @@ def test_cli_times_several_device_counts_side_by_side():
   assert not [r for r in results if r['measurement'] == 'ratio' and r['mode'] == 'jax.jit x1']
 
 
+def test_remat_settings_are_timed_side_by_side_with_their_memory():
+  """--remat=none,block on the embedded default at batch 64: one rs train contender each, the
+  forward once (remat changes only training), remat's memory below none's in XLA's analysis,
+  its ratio the quotient of its parts; bad settings are one line."""
+  from configs import fashion_mnist
+  config = fashion_mnist.get_config()
+  config.batch_size = 64
+  results = benchmark.run(config, steps=1, rounds=1, devices=1, num_classes=10,
+                          remat=('none', 'block'))
+  none = _by(results, 'rs/train', mode='jax.jit remat=none')
+  block = _by(results, 'rs/train', mode='jax.jit remat=block')
+  assert (none['remat'], block['remat']) == ('none', 'block')
+  assert block['memory_analysis_bytes'] < 0.9 * none['memory_analysis_bytes']  # 0.81x
+  assert [r['mode'] for r in results if r['measurement'] == 'rs/inference'] == [
+      'jax.jit remat=none']
+  ratio = _by(results, 'ratio', kind='train', mode='jax.jit remat=block')
+  assert ratio['rs_over_rs'] == pytest.approx(block['images_per_sec'] / none['images_per_sec'])
+  for remat, says in ((('layer',), '--remat=layer: give distinct settings'),
+                      (('block', 'block'), '--remat=block,block: give distinct')):
+    with pytest.raises(ValueError, match=says):
+      benchmark.run(config, steps=1, rounds=1, devices=1, remat=remat)
+
+
 @pytest.mark.slow
 def test_rs50_against_compiled_timm():
   """torch.compile takes minutes on 2 cores: run by scripts/benchmark.sh, not CI."""

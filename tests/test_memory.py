@@ -1,4 +1,5 @@
 """The pre-flight memory check: XLA's analysis of a compiled program against a device limit."""
+import os
 import re
 
 import jax
@@ -95,3 +96,37 @@ def test_rs_main_names_the_batch_size_that_fits_and_writes_nothing(tmp_path, mon
                              r'does not\)', result.stderr.splitlines()[-1]).group(2))
   assert 1 <= per_device < 4 and f'--config.batch_size={8 * per_device} ' in result.stderr
   assert len(result.stderr.strip().splitlines()) == 1 and not workdir.exists()
+
+
+def test_a_cpu_device_holds_its_share_of_the_hosts_memory():
+  """On a CPU the pre-flight check compares the step with the host's memory (the kernel's
+  MemTotal, or a lower container limit) split over the run's CPU devices."""
+  from rs import sharding
+  with open('/proc/meminfo') as f:
+    total = int(next(line for line in f if line.startswith('MemTotal:')).split()[1]) * 1024
+  host = memory.host_memory_bytes()
+  assert 0 < host <= total
+  cpu = jax.devices('cpu')[0]
+  assert memory.device_limit(cpu) == host
+  assert memory.device_limit(cpu, sharing=8) == host // 8
+  # rs's CPU devices wait at collectives longer than XLA:CPU's 40 s; XLA_FLAGS set wins.
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('XLA_FLAGS', '--xla_cpu_collective_call_terminate_timeout_seconds=5')
+    sharding.patient_cpu_collectives()
+    assert os.environ['XLA_FLAGS'].split() == [
+        '--xla_cpu_collective_call_terminate_timeout_seconds=5',
+        '--xla_cpu_collective_call_warn_stuck_timeout_seconds=120']
+
+
+def test_an_in_memory_dataset_that_cannot_be_held_at_the_image_size_is_one_line(tmp_path):
+  """configs/tiny.py's 3,200 training images at 4,096 px would take 50 GiB: rs.main stops
+  before resizing them, naming the fix, and writes nothing."""
+  from conftest import run_command
+  workdir = tmp_path / 'run'
+  result = run_command('rs.main', '--config=configs/tiny.py', f'--workdir={workdir}',
+                       '--config.data.image_size=4096')
+  assert result.status == 1
+  assert re.fullmatch(r'error: data\.image_size=4096: the train\[:3200\] split of fashion_mnist '
+                      r'held in memory at that size takes 50\.0 GiB of the host\'s [\d.]+; lower '
+                      r'--config\.data\.image_size', result.stderr.strip().splitlines()[-1])
+  assert not workdir.exists()

@@ -1,5 +1,6 @@
 """model.remat (issue 22): rematerialised stages give the same loss, gradients and BN statistics
-as the plain network, keep the parameters' names, and need less memory in XLA's analysis."""
+as the plain network, keep the parameters' names, and the compiled train step needs less memory
+in XLA's analysis."""
 import functools
 
 import jax
@@ -58,21 +59,6 @@ def test_remat_gives_the_same_loss_gradients_and_statistics(name, remat, policy)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
-def test_remat_keeps_less_for_the_backward_pass():
-  """What the backward pass keeps (rs.memory.saved_activation_bytes), RS-26 at 64 px: each
-  remat setting keeps less than none; keeping only each stage's input least of all. (RS-50 at
-  160 px, batch 8: 1,076 MiB; block 393 or 232; stage 331 or 170, convolutions or nothing.)"""
-  kept = {(remat, policy): memory.saved_activation_bytes(models.create_model(
-              'resnetrs26', remat=remat, remat_policy=policy), (4, 64, 64, 3))
-          for remat, policy in [('none', 'convolutions'), *SETTINGS]}
-  none = kept['none', 'convolutions']
-  # Independent lower bound without remat: the stem's first output alone, 4 x 32 x 32 x 32 floats.
-  assert none > 4 * 32 * 32 * 32 * 4
-  assert kept['stage', 'convolutions'] < kept['block', 'convolutions'] < 0.5 * none
-  assert kept['stage', 'nothing'] < kept['block', 'nothing'] < kept['block', 'convolutions']
-  assert kept['stage', 'nothing'] < 0.25 * none  # the stages' inputs and the stem's residuals
-
-
 @pytest.mark.parametrize('field, value', [('remat', 'layer'), ('remat_policy', 'dots')])
 def test_bad_remat_values_are_one_line(tiny, field, value):
   config = tiny()
@@ -86,3 +72,36 @@ def test_bad_remat_values_are_one_line(tiny, field, value):
 def test_efficientnet_has_no_remat():
   with pytest.raises(registry.UnknownModelError, match='model.remat does not apply'):
     models.create_model('efficientnet_b0', remat='block')
+
+
+def test_the_compiled_train_step_with_remat_needs_less_memory_and_steps_the_same():
+  """The trainer's own step (rs.programs) of the embedded default at batch 64: with per-block
+  remat XLA's memory analysis is lower (on a CPU only because rs keeps jax.checkpoint's
+  optimisation barriers: rs.programs.train_compiler_options), and one step leaves the same
+  state as without remat."""
+  from configs import fashion_mnist
+  from rs import programs
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.integers(0, 256, (64, 32, 32, 1), np.uint8),
+           'label': rng.integers(0, 10, (64,), np.int32)}
+  needs, states = {}, {}
+  for remat in ('none', 'block'):
+    config = fashion_mnist.get_config()
+    config.batch_size, config.model.remat = 64, remat
+    training = programs.build_training(config, mesh, 10, (32, 32, 1),
+                                       optax.constant_schedule(0.1))
+    state = jax.jit(training.init, out_shardings=training.state_sharding)(jax.random.key(0))
+    step = training.train_fn.lower(state, batch).compile()
+    needs[remat] = memory.step_bytes(step)
+    states[remat], _ = step(state, sharding.to_global(batch, mesh))
+  # Measured: 44.9 against 55.1 MB (0.81x); XLA:CPU's default pipeline gives 1.00x.
+  assert needs['block'] < 0.9 * needs['none']
+  for want, got in zip(jax.tree.leaves(states['none'].params),
+                       jax.tree.leaves(states['block'].params)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  if jax.default_backend() == 'cpu':
+    model = models.create_model('resnetrs14', remat='block')
+    assert programs.train_compiler_options(model) == {
+        'xla_disable_hlo_passes': programs.CPU_BARRIER_EXPANDER}
+    assert programs.train_compiler_options(model.clone(remat='none')) is None

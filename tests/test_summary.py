@@ -62,21 +62,19 @@ def test_deep_variants_flops_within_three_percent(name, size):
 
 
 def test_memory_table_of_a_config():
-  """XLA's bytes grow with the batch; remat's estimate shrinks the growing part by one ratio."""
-  from rs.tools.summary import train_memory
-  from configs import fashion_mnist
-  rows = train_memory(fashion_mnist.get_config(), (8, 32, 64))
-  assert 0 < rows[0]['fixed_bytes'] < rows[0]['bytes'] < rows[1]['bytes'] < rows[2]['bytes']
-  grow = [(r['bytes'] - r['fixed_bytes'], r['remat_bytes'] - r['fixed_bytes']) for r in rows]
-  assert all(0 < remat < plain for plain, remat in grow)
-  assert grow[0][1] / grow[0][0] == pytest.approx(grow[2][1] / grow[2][0], rel=1e-6)
+  """XLA's analysis of the compiled step, with and without remat: more with the batch, less
+  with remat, and remat's share of the whole falls as the activations grow."""
   out = subprocess.run([sys.executable, '-m', 'rs.tools.summary',
-                        '--memory_table=configs/fashion_mnist.py', '--memory_batches=8,16'],
+                        '--memory_table=configs/fashion_mnist.py', '--memory_batches=8,64'],
                        cwd=ROOT, capture_output=True, text=True, check=True)
-  assert '| configs/fashion_mnist.py | float32 | 8 | 0.0 | 16, 32, 95 | 0.0 | 16, 32, 95 |' in \
-      out.stdout
+  rows = [line.split('|')[1:-1] for line in out.stdout.splitlines()
+          if line.startswith('| configs/fashion_mnist.py | float32 |')]
+  assert [r[2].strip() for r in rows] == ['8', '64']
+  assert all(r[4].strip() == '16, 32, 95' and r[6].strip() == '16, 32, 95' for r in rows)
+  ratios = [float(r[7]) for r in rows]  # measured: 0.93 and 0.81
+  assert ratios[1] < ratios[0] < 1
   for flags, says in ((['--memory_table=configs/x.py'], 'config file configs/x.py does not exist'),
-                      (['--memory_table=released', '--memory_batches=16'], 'two batches or more')):
+                      (['--memory_table=released', '--memory_batches=0'], 'of 1 or more')):
     bad = subprocess.run([sys.executable, '-m', 'rs.tools.summary', *flags], cwd=ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 1 and says in bad.stderr.strip().splitlines()[-1]

@@ -15,6 +15,7 @@ from typing import Iterator, Protocol
 import jax
 import numpy as np
 
+from rs import memory
 from rs.data import in_memory, preprocess, pseudo, records, sources, streaming
 from rs.data.eval_input import EvalInput
 
@@ -89,6 +90,12 @@ def _in_memory_split(name: str, split: str, image_size: int, data_dir, manual_di
   """
   data = sources.load_array_split(name, split, data_dir, manual_dir)
   side = data.images.shape[1] if data.images.shape[1] == data.images.shape[2] else None
+  held, host = len(data.images) * image_size**2 * (channels or data.images.shape[-1]), \
+      memory.host_memory_bytes()
+  if held > host // 4:  # the train split, the eval split and the batches being built
+    raise ValueError(f'data.image_size={image_size}: the {split} split of {name} held in memory '
+                     f'at that size takes {held / memory.GIB:.1f} GiB of the host\'s '
+                     f'{host / memory.GIB:.1f}; lower --config.data.image_size')
   data = dataclasses.replace(data, images=preprocess.with_channels(
       preprocess.resize(data.images, image_size), channels))
   data.images.flags.writeable = data.labels.flags.writeable = False

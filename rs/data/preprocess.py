@@ -5,15 +5,18 @@ Normalisation happens on the device (rs.step.normalize), so batches travel as ui
 import numpy as np
 
 
-def resize(images: np.ndarray, size: int, chunk: int = 8192) -> np.ndarray:
-  """uint8 (N, H, W, C) -> uint8 (N, size, size, C), bilinear with antialiasing; no-op if equal."""
+def resize(images: np.ndarray, size: int, chunk_bytes: int = 2**28) -> np.ndarray:
+  """uint8 (N, H, W, C) -> uint8 (N, size, size, C), bilinear with antialiasing; no-op if equal.
+  Resized in chunks of about `chunk_bytes` of float32 output, so the temporaries stay small."""
   if images.shape[1:3] == (size, size):
     return images
   import tensorflow as tf
-  out = [np.asarray(tf.clip_by_value(tf.round(tf.image.resize(
-      images[i:i + chunk], (size, size), method='bilinear', antialias=True)), 0, 255))
+  chunk = max(1, chunk_bytes // (4 * size * size * images.shape[-1]))
+  # Each chunk back to uint8 at once: a float32 copy of all of them is 4x the result.
+  out = [np.asarray(tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
+      images[i:i + chunk], (size, size), method='bilinear', antialias=True)), 0, 255), tf.uint8))
          for i in range(0, len(images), chunk)]
-  return np.concatenate(out).astype(np.uint8)
+  return np.concatenate(out)
 
 
 # ITU-R 601 luma (TF's rgb_to_grayscale weights) scaled to sum to 1, so a gray pixel stays

@@ -3,6 +3,8 @@
   python -m rs.tools.benchmark --model=resnetrs50 --image_size=160 --batch_size=32 \
       [--dtype=bfloat16] [--compare=timm] [--json]
   python -m rs.tools.benchmark --config=configs/fashion_mnist.py     # what a config trains
+  python -m rs.tools.benchmark --model=resnetrs350 --image_size=256 --batch_size=4 \
+      --dtype=bfloat16 --remat=none,block,stage --kinds=train         # remat's trade-off
 
 What is timed is what rs.train runs: the same jax.jit train step (forward, backward, SGD,
 BN statistics, EMA, metrics; state donated) built by rs.programs from configs/base.py with
@@ -23,7 +25,8 @@ Measurements (one JSON object each with --json):
   (torch.compile): timm's model of the same name (`tf_efficientnet_b*` for EfficientNet), same batch, resolution and thread
   count, SGD with nesterov momentum and label smoothing; bfloat16 means torch.autocast; with
   --channels_last (default) in NHWC memory format, timm's fastest CPU layout;
-- ratio: rs images/s over timm's, per step kind and timm mode.
+- with --remat (or --devices with several counts), one rs contender per setting, side by side;
+- ratio: rs images/s over timm's, per step kind and timm mode, and over the first rs contender.
 
 Timing: after warm-up, the contenders run in alternating rounds (--rounds rounds of --steps
 steps each), and the median of every contender's step times is taken, so that a machine
@@ -45,6 +48,7 @@ from ml_collections import config_flags
 from rs import cli, memory, models, optim, programs, sharding, step as step_lib, validate
 from rs.errors import UserError
 from rs.models import DTYPES, MODELS, architecture, registry
+from rs.models.layers import REMATS
 from rs.tools import summary
 
 TIMM_MODES = ('eager', 'compiled')
@@ -79,6 +83,13 @@ def rs_config(recipe, model: str, image_size: int, batch_size: int, dtype: str,
   c.batch_size = batch_size
   c.dtype = dtype
   return c
+
+
+def with_remat(config, remat: str):
+  """`config` with model.remat=`remat` (rs.models.layers.REMATS)."""
+  changed = config.copy_and_resolve_references()
+  changed.model.remat = remat
+  return changed
 
 
 def linear_probe_config(config):
@@ -241,7 +252,7 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
         channels_last: bool = True, steps: int = 5, rounds: int = 3,
         kinds: tuple[str, ...] = ('train', 'inference'),
         devices: int | tuple[int, ...] | None = None, num_classes: int = 1000,
-        linear_probe: bool = False) -> list[dict]:
+        linear_probe: bool = False, remat: tuple[str, ...] = ()) -> list[dict]:
   """All measurements of one benchmark run, as a list of dicts (see the module docstring).
 
   `config`: a training config (configs/*.py, or `rs_config(...)`); its model, resolution,
@@ -250,7 +261,9 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
   side, and add their ratios to the first (on a CPU, one device per core runs one stream of
   XLA's work per core: docs/performance.md). `linear_probe` adds an rs contender that trains
   only the classifier (optimizer.param_groups ('^head/:1', '.*:0'), BN statistics frozen),
-  timed side by side with full training, for its ratio.
+  timed side by side with full training, for its ratio. `remat`: model.remat settings
+  ('none', 'block', 'stage'), one rs contender each, side by side (the config's own setting
+  when empty): step time and XLA's memory of rematerialisation against none.
   """
   model = config.model.name
   image_size, batch_size, dtype = config.data.image_size, config.batch_size, config.dtype
@@ -258,6 +271,8 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
     raise ValueError(f'--model={model!r} is not registered; use one of {", ".join(MODELS)}')
   if dtype not in DTYPES:
     raise ValueError(f'--dtype={dtype!r}: use one of {sorted(DTYPES)}')
+  if set(remat) - set(REMATS) or len(set(remat)) != len(remat):
+    raise ValueError(f'--remat={",".join(remat)}: give distinct settings of {", ".join(REMATS)}')
   unknown = set(compare) - {'timm'}
   if unknown:
     raise ValueError(f'--compare={",".join(sorted(unknown))}: only timm is supported')
@@ -288,11 +303,20 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
   peak = matmul_peak_gflops(dtype)
   results.append({'measurement': 'matmul_peak', **common, 'gflops_per_sec': peak})
 
-  # One rs contender per device count: mode 'jax.jit', or 'jax.jit xN' when several.
-  rs_modes = {('jax.jit' if len(meshes) == 1 else f'jax.jit x{m.size}'): (config, m)
-              for m in meshes}
+  # One rs contender per device count and remat setting: mode 'jax.jit', with ' xN' when
+  # several counts and ' remat=R' for each remat setting asked for.
+  # Remat changes only training: the forward is timed for the first setting alone.
+  rs_modes, train_only = {}, set()
+  for m in meshes:
+    for i, setting in enumerate(remat or (None,)):
+      mode = 'jax.jit' + (f' x{m.size}' if len(meshes) > 1 else '')
+      mode += f' remat={setting}' if setting else ''
+      rs_modes[mode] = (with_remat(config, setting) if setting else config, m)
+      if i:
+        train_only.add(mode)
   if linear_probe:
     rs_modes['linear probe'] = (linear_probe_config(config), meshes[0])
+    train_only.add('linear probe')
   contenders = {('rs', mode): RsContender(c, num_classes, mesh)
                 for mode, (c, mesh) in rs_modes.items()}
   if 'timm' in compare:
@@ -302,7 +326,7 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
   for kind in kinds:
     # The probe's forward is the full model's: only its train step is timed.
     timed = {key: c for key, c in contenders.items()
-             if kind == 'train' or key != ('rs', 'linear probe')}
+             if kind == 'train' or key[0] != 'rs' or key[1] not in train_only}
     seconds = median_step_times({key: getattr(c, f'{kind}_step') for key, c in timed.items()},
                                 steps, rounds)
     for (framework, mode), contender in timed.items():
@@ -322,6 +346,7 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
         results[-1]['params'] = contender.params
       else:
         results[-1]['devices'] = rs_modes[mode][1].size
+        results[-1]['remat'] = rs_modes[mode][0].model.get('remat') or 'none'
     results += _ratios(results, kind, common)
   return results
 
@@ -361,7 +386,7 @@ def format_text(results: list[dict]) -> str:
     else:
       mem = r['memory_analysis_bytes'] or r['device_peak_bytes']
       lines.append(
-          f"{m:<15} {r['mode']:<12} {r['step_ms']:9.1f} ms/step {r['images_per_sec']:8.1f} img/s "
+          f"{m:<15} {r['mode']:<20} {r['step_ms']:9.1f} ms/step {r['images_per_sec']:8.1f} img/s "
           f"{r['achieved_gflops_per_sec']:7.1f} GFLOP/s ({100 * r['fraction_of_matmul_peak']:.0f}%"
           f" of peak)  compile {r['compile_s']:.1f} s"
           + (f'  memory {mem / 2**30:.2f} GiB' if mem else ''))
@@ -406,6 +431,9 @@ def define_flags():
                     'CPU the process gets as many devices as the largest count.')
   flags.DEFINE_bool('linear_probe', False, 'Also time a train step that trains only the '
                     'classifier (frozen backbone and BN statistics), beside full training.')
+  flags.DEFINE_list('remat', [], 'model.remat settings (none, block, stage) to time side by '
+                    'side, one rs contender each, with their memory (XLA); default: the '
+                    "config's.")
   flags.DEFINE_bool('json', False, 'Print one JSON object per measurement.')
 
 
@@ -419,7 +447,8 @@ def main(argv):
     sharding.request_cpu_devices(max(devices, default=1))  # before JAX starts (below)
     check_sizes(config, devices, from_config=f['config'].present)
     results = run(config, tuple(f.compare), tuple(f.timm_modes), f.channels_last, f.steps,
-                  f.rounds, tuple(f.kinds), devices, f.num_classes, f.linear_probe)
+                  f.rounds, tuple(f.kinds), devices, f.num_classes, f.linear_probe,
+                  tuple(f.remat))
   except ValueError as e:
     raise app.UsageError(str(e))
   if f.json:

@@ -91,48 +91,42 @@ DEVICE_GIB = (16, 32, 95)  # a TPU v5e chip or v3 core; v4; v5p
 
 def train_memory(config, batches=MEMORY_BATCHES, remat: str = 'block') -> list[dict]:
   """Bytes per device of the config's train step (its dtype, 1,000 classes) at each per-device
-  batch (two at least): `bytes` is XLA's memory analysis (rs.memory.step_bytes) of the step
-  compiled here with the accelerators' convolutions (conv_lowering 'native'); `fixed_bytes` is
-  the part that does not grow with the batch (state, gradients: the line through the smallest
-  and largest batch, at batch 0); `remat_bytes` estimates the step with model.remat=`remat`:
-  the growing part shrunk by the share of the activations kept for the backward pass that remat
-  keeps (rs.memory.saved_activation_bytes). An estimate, because XLA:CPU merges remat's
-  recomputation back into the forward and its own analysis shows no saving
-  (docs/performance.md). Compiled for this machine's backend: a CPU's layout and buffer
-  assignment are not a TPU's."""
+  batch: `bytes` is XLA's memory analysis (rs.memory.step_bytes) of the step compiled here with
+  the accelerators' convolutions (conv_lowering 'native'), `remat_bytes` the same with
+  model.remat=`remat` (and the config's remat_policy). Compiled for this machine's backend: a
+  CPU's layout and buffer assignment are not a TPU's."""
   import numpy as np
 
-  from rs import memory, programs, sharding
+  from rs import programs, sharding
   config = config.copy_and_resolve_references()
   config.model.conv_lowering = 'native'
   size, channels = config.data.image_size, config.data.get('channels') or 3
   shape = (size, size, channels)
   mesh = sharding.create_mesh(jax.devices()[:1])
   example = {'image': np.zeros((1, *shape), np.uint8), 'label': np.zeros((1,), np.int32)}
-  bytes_at = programs.train_step_bytes(config, mesh, 1000, shape, lambda step: 0.0, example)
-  single = config.copy_and_resolve_references()
-  single.batch_size, single.model.bn_group_size = 1, None
-  model = programs.build_model(single, 1000)
-  kept = (memory.saved_activation_bytes(model.clone(remat=remat), (1, *shape))
-          / memory.saved_activation_bytes(model, (1, *shape)))
-  need = {batch: bytes_at(batch) for batch in sorted(set(batches))}
-  low, high = min(need), max(need)
-  fixed = need[low] - low * (need[high] - need[low]) // (high - low)
-  return [{'batch': b, 'bytes': need[b], 'fixed_bytes': fixed,
-           'remat_bytes': int(fixed + (need[b] - fixed) * kept)} for b in batches]
+
+  def bytes_at(config):
+    return programs.train_step_bytes(config, mesh, 1000, shape, lambda step: 0.0, example)
+
+  plain = config.copy_and_resolve_references()
+  plain.model.remat = 'none'
+  with_remat = config.copy_and_resolve_references()
+  with_remat.model.remat = remat
+  plain_at, remat_at = bytes_at(plain), bytes_at(with_remat)
+  return [{'batch': b, 'bytes': plain_at(b), 'remat_bytes': remat_at(b)} for b in batches]
 
 
 def memory_table(paths: list[str], batches=MEMORY_BATCHES, remat: str = 'block') -> str:
   """Markdown: train_memory of each config file, with the devices (DEVICE_GIB) each fits."""
   fits = lambda n: ', '.join(str(g) for g in DEVICE_GIB if n <= g * 2**30) or 'none'
   rows = [f'| config | dtype | per-device batch | GiB | fits (GiB) | GiB, remat={remat} '
-          f'(estimate) | fits (GiB) |', '|---|---|---|---|---|---|---|']
+          '| fits (GiB) | remat / none |', '|---|---|---|---|---|---|---|---|']
   for path in paths:
     config = cli.load_config_file(path)
     for r in train_memory(config, batches, remat):
       rows.append(f"| {path} | {config.dtype} | {r['batch']} | {r['bytes'] / 2**30:.1f} | "
                   f"{fits(r['bytes'])} | {r['remat_bytes'] / 2**30:.1f} | "
-                  f"{fits(r['remat_bytes'])} |")
+                  f"{fits(r['remat_bytes'])} | {r['remat_bytes'] / r['bytes']:.2f} |")
   return '\n'.join(rows)
 
 
@@ -146,11 +140,10 @@ def main(argv):
     paths = f.memory_table if f.memory_table != ['released'] else sorted(
         glob.glob('configs/rs*_i*.py'), key=lambda p: tuple(map(int, re.findall(r'\d+', p))))
     batches = [int(b) if b.isdigit() else 0 for b in f.memory_batches]
-    if not paths or len(set(batches)) < 2 or min(batches) < 1:
+    if not paths or not batches or min(batches) < 1:
       raise UserError(f'--memory_table={",".join(f.memory_table)} '
                       f'--memory_batches={",".join(f.memory_batches)}: give config files (or '
-                      "'released', run from the repository) and two batches or more, each 1 or "
-                      'more')
+                      "'released', run from the repository) and per-device batches of 1 or more")
     print(memory_table(paths, batches, f.memory_remat))
     return
   if not f.width_multiplier > 0:
@@ -183,7 +176,7 @@ def define_flags():
   flags.DEFINE_list('memory_batches', [str(b) for b in MEMORY_BATCHES],
                     '--memory_table: per-device batches.')
   flags.DEFINE_enum('memory_remat', 'block', ['block', 'stage'],
-                    '--memory_table: the remat setting of the estimate column.')
+                    '--memory_table: the remat setting of the remat column.')
 
 
 if __name__ == '__main__':
