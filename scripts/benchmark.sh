@@ -7,6 +7,7 @@
 #   bash scripts/benchmark.sh pairs      # ResNet-RS vs EfficientNet at matched accuracy (hours)
 #   bash scripts/benchmark.sh gpu        # RS-50@160 and RS-350@256 bf16 vs timm, and the
 #                                        # ResNet-RS/EfficientNet pairs, on a GPU
+#   bash scripts/benchmark.sh remat      # RS-350@256 and RS-420@320 with and without remat
 #   bash scripts/benchmark.sh slow       # only the slow tests
 #   bash scripts/benchmark.sh input DIR  # only the input pipeline, on DIR/train/CLASS/*.jpg
 set -euo pipefail
@@ -55,6 +56,21 @@ if [ "$what" = all ] || [ "$what" = precision ]; then
       | tee "$out/precision.md" || true
 fi
 
+if [ "$what" = all ] || [ "$what" = remat ]; then
+  # Remat's trade-off on this machine (docs/performance.md): the released configs' train step
+  # with no remat, per block and per stage side by side at a per-device batch all three fit,
+  # then per block alone at one that does not fit without it (on a CPU, in the host's memory;
+  # rs.tools.summary --memory_table says which).
+  for cfg in rs350_i256 rs420_i320; do
+    $PY -m rs.tools.benchmark --config="configs/$cfg.py" --config.batch_size="${REMAT_BATCH:-4}" \
+        --remat=none,block,stage --kinds=train --steps=1 --rounds=2 --json \
+        | tee "$out/remat_${cfg}_b${REMAT_BATCH:-4}.jsonl"
+  done
+  $PY -m rs.tools.benchmark --config=configs/rs420_i320.py --config.batch_size="${REMAT_BIG_BATCH:-16}" \
+      --remat=block --kinds=train --steps=1 --rounds=1 --json \
+      | tee "$out/remat_rs420_i320_b${REMAT_BIG_BATCH:-16}.jsonl"
+fi
+
 if [ "$what" = gpu ]; then
   # On a GPU machine: bf16 numerics against float32, then bf16 training and inference against
   # timm with AMP (eager, and torch.compile) on the same GPU, with model FLOP utilisation
@@ -74,6 +90,9 @@ if [ "$what" = gpu ]; then
   # analysis of each step (the host's resident memory says nothing about a GPU's: --norss).
   $PY -m rs.tools.compare_models --batch_size="${PAIRS_BATCH:-32}" --dtype=bfloat16 --steps=5 \
       --rounds=3 --norss --json | tee "$out/gpu_pairs_bf16.jsonl"
+  # Remat on the GPU: no remat, per block and per stage side by side at 32 per device, then
+  # RS-420@320 at 96 per device, which needs ~220 GiB without remat (XLA's analysis on a CPU).
+  REMAT_BATCH=32 REMAT_BIG_BATCH=96 OUTDIR="$out" bash scripts/benchmark.sh remat
 fi
 
 if [ "$what" = all ] || [ "$what" = input ]; then
