@@ -20,7 +20,7 @@ def test_step_bytes_counts_arguments_outputs_and_donation():
 
 def test_a_step_that_cannot_fit_is_a_clear_error():
   compiled = jax.jit(lambda a: a @ a).lower(jax.ShapeDtypeStruct((512, 512), jnp.float32)).compile()
-  memory.check_fits(compiled, 'The train step', None)  # unknown limit (CPU): only logged
+  memory.check_fits(compiled, 'The train step', None)  # no limit known: only logged
   memory.check_fits(compiled, 'The train step', 2**30)
   with pytest.raises(MemoryError, match=r'needs 0\.\d\d GiB per device but the device holds '
                                          r'0\.00 GiB: lower --config\.batch_size, set '

@@ -90,8 +90,8 @@ def _in_memory_split(name: str, split: str, image_size: int, data_dir, manual_di
   """
   data = sources.load_array_split(name, split, data_dir, manual_dir)
   side = data.images.shape[1] if data.images.shape[1] == data.images.shape[2] else None
-  held, host = len(data.images) * image_size**2 * (channels or data.images.shape[-1]), \
-      memory.host_memory_bytes()
+  held = len(data.images) * image_size**2 * (channels or data.images.shape[-1])
+  host = memory.host_memory_bytes()
   if held > host // 4:  # the train split, the eval split and the batches being built
     raise ValueError(f'data.image_size={image_size}: the {split} split of {name} held in memory '
                      f'at that size takes {held / memory.GIB:.1f} GiB of the host\'s '

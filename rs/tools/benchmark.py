@@ -85,13 +85,6 @@ def rs_config(recipe, model: str, image_size: int, batch_size: int, dtype: str,
   return c
 
 
-def with_remat(config, remat: str):
-  """`config` with model.remat=`remat` (rs.models.layers.REMATS)."""
-  changed = config.copy_and_resolve_references()
-  changed.model.remat = remat
-  return changed
-
-
 def linear_probe_config(config):
   """`config` training only the classifier: the backbone's weights and BN statistics frozen."""
   probe = config.copy_and_resolve_references()
@@ -311,7 +304,7 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
     for i, setting in enumerate(remat or (None,)):
       mode = 'jax.jit' + (f' x{m.size}' if len(meshes) > 1 else '')
       mode += f' remat={setting}' if setting else ''
-      rs_modes[mode] = (with_remat(config, setting) if setting else config, m)
+      rs_modes[mode] = (summary.with_remat(config, setting) if setting else config, m)
       if i:
         train_only.add(mode)
   if linear_probe:

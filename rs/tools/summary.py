@@ -89,6 +89,13 @@ MEMORY_BATCHES = (16, 32, 64)  # per device
 DEVICE_GIB = (16, 32, 95)  # a TPU v5e chip or v3 core; v4; v5p
 
 
+def with_remat(config, remat: str):
+  """A copy of `config` with model.remat=`remat` (rs.models.layers.REMATS)."""
+  changed = config.copy_and_resolve_references()
+  changed.model.remat = remat
+  return changed
+
+
 def train_memory(config, batches=MEMORY_BATCHES, remat: str = 'block') -> list[dict]:
   """Bytes per device of the config's train step (its dtype, 1,000 classes) at each per-device
   batch: `bytes` is XLA's memory analysis (rs.memory.step_bytes) of the step compiled here with
@@ -108,11 +115,7 @@ def train_memory(config, batches=MEMORY_BATCHES, remat: str = 'block') -> list[d
   def bytes_at(config):
     return programs.train_step_bytes(config, mesh, 1000, shape, lambda step: 0.0, example)
 
-  plain = config.copy_and_resolve_references()
-  plain.model.remat = 'none'
-  with_remat = config.copy_and_resolve_references()
-  with_remat.model.remat = remat
-  plain_at, remat_at = bytes_at(plain), bytes_at(with_remat)
+  plain_at, remat_at = (bytes_at(with_remat(config, r)) for r in ('none', remat))
   return [{'batch': b, 'bytes': plain_at(b), 'remat_bytes': remat_at(b)} for b in batches]
 
 
