@@ -29,8 +29,9 @@ def get_config():
   # 'auto': XLA's convolutions on TPU/GPU, 1x1 as matmuls on CPU ('pointwise'); 'matmul' also
   # runs stride-2 convs as space-to-depth ones. Same numbers, different programs.
   c.model.conv_lowering = 'auto'
-  # Rematerialisation of the ResNets' stages (less memory, same numbers): 'none', 'block' or
-  # 'stage'; remat_policy 'convolutions' (keep their outputs) or 'nothing' (rs.models.layers).
+  # Rematerialisation of the ResNets' stages (less memory, same numbers): 'none', 'block',
+  # 'stage' or 'auto' (unset: block on CPU, where it is also faster, none on accelerators);
+  # remat_policy 'convolutions' (keep their outputs) or 'nothing' (rs.models.layers).
   c.model.remat = placeholder(str)
   c.model.remat_policy = placeholder(str)
   # Architecture overrides; None keeps the registered model's value.

@@ -176,7 +176,8 @@ def _take_none_overrides(argv):
   names, kept, nones = _config_flag_names(), [], []
   for arg in argv:
     match = _OVERRIDE.match(arg)
-    if match and match[1] in names and match[3] in ('None', 'none'):
+    # Only Python's spelling: 'none' is a value of some fields (model.remat=none).
+    if match and match[1] in names and match[3] == 'None':
       nones.append((match[1], match[2]))
     else:
       kept.append(arg)

@@ -35,15 +35,50 @@ def host_memory_bytes() -> int:
   return total
 
 
-def device_limit(device: jax.Device, sharing: int = 1) -> int | None:
+def available_host_bytes() -> int:
+  """The memory the host can still give this process: the kernel's MemAvailable (free memory
+  and the caches it can drop), or what is left under the container's limit where that is less."""
+  available = host_memory_bytes()
+  try:
+    with open('/proc/meminfo') as f:
+      line = next(line for line in f if line.startswith('MemAvailable:'))
+    available = int(line.split()[1]) * 1024  # kB
+  except (OSError, StopIteration):
+    pass
+  for limit_path, usage_path in (('/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory.current'),
+                                 ('/sys/fs/cgroup/memory/memory.limit_in_bytes',
+                                  '/sys/fs/cgroup/memory/memory.usage_in_bytes')):
+    try:
+      with open(limit_path) as f, open(usage_path) as g:
+        limit, usage = f.read().strip(), g.read().strip()
+    except OSError:
+      continue
+    if limit.isdigit() and usage.isdigit():  # 'max': no limit
+      available = min(available, max(int(limit) - int(usage), 0))
+  return available
+
+
+# The part of the host's available memory a CPU run's steps may plan to use: the rest is for
+# what XLA's analysis of the step does not see (the runtime's own buffers, the input pipeline's
+# batches in flight). configs/tiny.py at 1,024 px on 8 devices of a 23.5 GiB host, ~13.9 GiB
+# available at the check: the process peaked 1.2-1.4 GiB above its resident memory there plus
+# 8 x (step - arguments) (batch 64 with block remat, 1.29 GiB per device; batch 48 without,
+# 1.49 GiB: 22.3 GiB resident at its peak, and it finished).
+CPU_STEP_SHARE = 0.85
+
+
+def device_limit(device: jax.Device, sharing: int = 1, held: int = 0) -> int | None:
   """Bytes the device can hold: its own memory (TPU/GPU), or for a CPU device its share of the
   host's memory, which the `sharing` CPU devices of a run split (each holds its own copy of the
-  state and its own activations). None where the backend says nothing."""
+  state and its own activations). A CPU device's share is of what the host has left now (the
+  process's held dataset, runtimes and other processes are already counted; CPU_STEP_SHARE of
+  it), plus `held`: the bytes per device of the step's arguments, already resident but counted
+  in its need. None where the backend says nothing."""
   stats = device.memory_stats() or {}
   if 'bytes_limit' in stats:
     return stats['bytes_limit']
   if device.platform == 'cpu':
-    return host_memory_bytes() // sharing
+    return int(available_host_bytes() * CPU_STEP_SHARE) // sharing + held
   return None
 
 
@@ -78,25 +113,47 @@ def largest_batch(bytes_at: Callable[[int], int], batch: int, need: int, limit: 
   return fits
 
 
+def argument_bytes(compiled) -> int:
+  """Bytes per device of a compiled program's arguments (0 where the backend gives no analysis):
+  for the train step, the state and the batch, which are resident before it runs."""
+  m = compiled.memory_analysis()
+  return 0 if m is None else m.argument_size_in_bytes
+
+
+def remat_advice(model) -> str:
+  """What rematerialisation could still save for `model`'s step, as a fix to name: '' for a
+  network without it (EfficientNet) or one that already recomputes all it can."""
+  from rs.models import layers  # the networks (Flax): only where a model is given
+  if model is None or not hasattr(model, 'remat'):
+    return ''
+  if layers.resolve_remat(model.remat) == 'none':
+    return 'set --config.model.remat=block (recompute in the backward pass)'
+  if model.remat_policy != 'nothing':
+    return 'set --config.model.remat_policy=nothing (recompute the convolutions too)'
+  return ''
+
+
 def check_fits(compiled, name: str, limit: int | None, batch: int | None = None,
-               devices: int = 1, bytes_at: Callable[[int], int] | None = None) -> None:
+               devices: int = 1, bytes_at: Callable[[int], int] | None = None,
+               model=None) -> None:
   """Logs the step's memory; raises DoesNotFit (a MemoryError; one line from rs's commands)
   naming fixes if it cannot fit. Given the per-device `batch`, the number of `devices` and
-  `bytes_at` (see largest_batch), the error names the largest --config.batch_size found to fit."""
+  `bytes_at` (see largest_batch), the error names the largest --config.batch_size found to fit;
+  given the `model`, what its remat settings could still save."""
   need = step_bytes(compiled)
   if need is None:
     return
   logging.info('%s needs %.2f GiB per device%s.', name, need / GIB,
                f' of {limit / GIB:.2f} GiB' if limit else '')
   if limit and need > limit:
-    smaller = 'lower --config.batch_size'
+    fixes = ['lower --config.batch_size']
     if batch and bytes_at:
       logging.info('Compiling the step for smaller batches to find one that fits.')
       fits = largest_batch(bytes_at, batch, need, limit)
-      smaller = (f'set --config.batch_size={fits * devices} or lower ({fits} per device fits, '
-                 f'{batch} does not)' if fits else
-                 'lower --config.batch_size (not even 1 example per device fits)')
+      fixes = [f'set --config.batch_size={fits * devices} or lower ({fits} per device fits, '
+               f'{batch} does not)' if fits else
+               'lower --config.batch_size (not even 1 example per device fits)']
+    fixes += [remat_advice(model), 'use --config.dtype=bfloat16', 'or use more devices']
     raise DoesNotFit(
         f'{name} needs {need / GIB:.2f} GiB per device but the device holds {limit / GIB:.2f} '
-        f'GiB: {smaller}, set --config.model.remat=block (ResNets: recompute in the backward '
-        'pass; stage saves more), use --config.dtype=bfloat16, or use more devices')
+        f'GiB: {", ".join(fix for fix in fixes if fix)}')

@@ -11,7 +11,7 @@ import ml_collections
 
 from rs import memory, optim, sharding, step as step_lib
 from rs.data import pseudo
-from rs.models import DTYPES, architecture, create_model
+from rs.models import DTYPES, architecture, create_model, layers
 from rs.state import create_state
 
 
@@ -91,7 +91,8 @@ def train_compiler_options(model) -> dict[str, str] | None:
   activation and save nothing (a 16-layer chain: the same 47 dots and 256 MiB of temporaries
   with and without remat; with the pass off, 62 dots and 136 MiB). Accelerators keep the
   barriers. None elsewhere (the program is XLA's default)."""
-  if getattr(model, 'remat', 'none') == 'none' or jax.default_backend() != 'cpu':
+  if (jax.default_backend() != 'cpu'
+      or layers.resolve_remat(getattr(model, 'remat', 'none')) == 'none'):
     return None
   return {'xla_disable_hlo_passes': CPU_BARRIER_EXPANDER}
 

@@ -30,8 +30,8 @@ def request_cpu_devices(count: int) -> None:
 # A step over several CPU devices meets at each collective, and XLA:CPU aborts the process when
 # a device's thread has waited 40 s there for the others. Devices that share few cores take
 # turns, so one large step (or a busy machine) can keep a thread waiting longer: the RS-14 of
-# configs/tiny.py at 1,024 px on 8 devices and 2 cores aborted so (2026-12-04), as did one test
-# run under the full suite. rs waits an hour before aborting, and warns after two minutes.
+# configs/tiny.py at 1,024 px on 8 devices and 2 cores aborted so (2026-12-04). rs waits an
+# hour before aborting, and warns after two minutes.
 PATIENT_CPU_COLLECTIVES = ('--xla_cpu_collective_call_warn_stuck_timeout_seconds=120',
                            '--xla_cpu_collective_call_terminate_timeout_seconds=3600')
 
@@ -43,6 +43,20 @@ def patient_cpu_collectives() -> None:
   extra = [f for f in PATIENT_CPU_COLLECTIVES if f.split('=')[0] not in flags]
   if extra:
     os.environ['XLA_FLAGS'] = ' '.join([flags, *extra]).strip()
+
+
+def one_program_at_a_time(mesh: Mesh) -> bool:
+  """Whether programs with collectives over `mesh` must run one at a time: on several CPU
+  devices. XLA:CPU runs programs that do not depend on each other concurrently, each device's
+  part a task on one shared thread pool, and a device's task waits at a collective until the
+  program's other devices arrive. With two such programs in flight, the threads can all be
+  waiting at one program's all-reduce for a device whose task is queued behind the other's:
+  a deadlock, which XLA:CPU ends by aborting the process once its collective timeout passes
+  (an evaluation's 2 x 40 independent 8-device programs on a busy 2-core machine:
+  scripts/cpu_collectives_deadlock.py; an EfficientNet test run under the full suite,
+  2026-12-03/04). Across hosts, their gloo all-reduces can also meet in different orders
+  (tests/test_multihost.py). TPU and GPU devices run programs in the order they were started."""
+  return mesh.devices.flat[0].platform == 'cpu' and mesh.size > 1
 
 
 def cpu_cores() -> int:

@@ -46,12 +46,9 @@ def weight_sets(state, config) -> dict[str, dict]:
 def evaluate(eval_fn, weights: dict[str, dict], pipeline, mesh) -> dict[str, float]:
   """top-1/top-5/loss of each set of `weights` (prefix -> variables) over the whole eval
   split, exactly: each batch is sent to the devices once and scored by every set."""
-  # XLA:CPU runs programs that do not depend on each other (these: every batch, every set)
-  # concurrently. Across processes their all-reduces (gloo) can then meet in different orders
-  # on different hosts, and every host waits forever: seen in tests/test_multihost.py, in about
-  # half its runs. So a multi-host CPU run evaluates one program at a time. (TPU and GPU
-  # devices run their programs in the order they were started.)
-  one_at_a_time = jax.process_count() > 1 and jax.default_backend() == 'cpu'
+  # The programs of every batch and set do not depend on each other: on several CPU devices,
+  # two in flight at once can deadlock at their all-reduces (rs.sharding).
+  one_at_a_time = sharding.one_program_at_a_time(mesh)
   totals = {}
   for batch in pipeline.eval_iter():
     batch = sharding.to_global(batch, mesh)
@@ -223,11 +220,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info('Compiling the train step.')
     train_fn = training.train_fn.lower(state, sharding.to_global(first, mesh)).compile()
     local_devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
-    memory.check_fits(train_fn, 'The train step',
-                      memory.device_limit(local_devices[0], sharing=len(local_devices)),
-                      config.batch_size // mesh.size, mesh.size, train_step_bytes(
-                          config, mesh, pipeline.num_classes, pipeline.image_shape, schedule,
-                          first))
+    limit = memory.device_limit(local_devices[0], sharing=len(local_devices),
+                                held=memory.argument_bytes(train_fn))
+    memory.check_fits(train_fn, 'The train step', limit, config.batch_size // mesh.size,
+                      mesh.size, train_step_bytes(config, mesh, pipeline.num_classes,
+                                                  pipeline.image_shape, schedule, first),
+                      model=training.model)
     batches = itertools.chain([first], batches)
     new_workdir.keep()  # from here on the workdir holds work (logs, then checkpoints)
 

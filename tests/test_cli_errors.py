@@ -182,12 +182,15 @@ def test_a_config_field_can_be_set_to_none_from_the_command_line(monkeypatch):
                       lambda config, workdir: seen.update(config=config, workdir=workdir))
   result = run_command('rs.main', f'--config={TINY}', '--workdir=/tmp/never',
                        '--config.train_steps=None', '--config.train_epochs=2',
-                       '--config.data.data_dir=None', '--config.batch_size=16')
+                       '--config.data.data_dir=None', '--config.batch_size=16',
+                       '--config.model.remat=none')
   assert result.status == 0, result
   c = seen['config']
   assert c.train_steps is None and c.train_epochs == 2 and c.batch_size == 16
   assert c.data.data_dir is None and seen['workdir'] == '/tmp/never'
   assert json.loads(c.to_json())['train_steps'] is None
+  # Lower-case 'none' is a value, not None: remat off, not remat's CPU default ('auto').
+  assert c.model.remat == 'none'
 
 
 def save_tiny_weights(directory, config):

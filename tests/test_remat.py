@@ -105,3 +105,30 @@ def test_the_compiled_train_step_with_remat_needs_less_memory_and_steps_the_same
     assert programs.train_compiler_options(model) == {
         'xla_disable_hlo_passes': programs.CPU_BARRIER_EXPANDER}
     assert programs.train_compiler_options(model.clone(remat='none')) is None
+
+
+def test_the_cpu_default_is_per_block_remat():
+  """model.remat 'auto' (the default) is 'block' on a CPU, where it is faster and smaller
+  (docs/performance.md): the default network's gradient program is the per-block one, not the
+  plain one, and its train step keeps jax.checkpoint's barriers there."""
+  from rs import programs
+  from rs.models import layers
+  images, labels = jnp.zeros((2, 32, 32, 1)), jnp.zeros((2,), jnp.int32)
+
+  def gradient_program(**remat):
+    model = models.create_model('resnetrs14', num_classes=10, width_multiplier=0.25, **remat)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False))
+    grad = jax.grad(_loss_fn(model, images, labels), has_aux=True)
+    return str(jax.make_jaxpr(grad)(variables['params'], variables['batch_stats']))
+
+  default = models.create_model('resnetrs14')
+  assert default.remat == 'auto'
+  if jax.default_backend() == 'cpu':
+    assert layers.resolve_remat('auto') == 'block'
+    assert gradient_program() == gradient_program(remat='block')
+    assert gradient_program() != gradient_program(remat='none')
+    assert programs.train_compiler_options(default) == {
+        'xla_disable_hlo_passes': programs.CPU_BARRIER_EXPANDER}
+  else:
+    assert layers.resolve_remat('auto') == 'none'
+    assert programs.train_compiler_options(default) is None

@@ -93,6 +93,23 @@ def test_checkpoint_round_trip_is_exact(eight_device_run, tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
+def test_an_evaluation_over_cpu_devices_on_busy_cores_does_not_deadlock():
+  """XLA:CPU deadlocks when independent programs with all-reduces over several CPU devices are
+  in flight at once; the evaluation runs them one at a time there. The script evaluates 3 times
+  (2 sets x 40 batches on 8 devices) with both cores busy: before that rule it aborted at XLA's
+  collective timeout in the first evaluation, every time (scripts/cpu_collectives_deadlock.py
+  --evaluate=concurrent still does)."""
+  import subprocess
+  import sys
+  from conftest import ROOT, process_env
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'scripts', 'cpu_collectives_deadlock.py'),
+       '--evaluate=rs', '--rounds=3', '--timeout=60'],
+      env=process_env(), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.count('done at') == 3
+
+
 def test_indivisible_batch_is_a_clear_error(tmp_path, tiny):
   with pytest.raises(ValueError, match='batch_size=30 does not divide over 8 devices'):
     train.train_and_evaluate(tiny(batch_size=30), str(tmp_path))

@@ -64,8 +64,9 @@ class ResNet(nn.Module):
   # space-to-depth), or 'auto' (pointwise on CPU, native elsewhere).
   conv_lowering: str = 'auto'
   # Rematerialisation of the stages: 'none', 'block' or 'stage', keeping the convolution
-  # outputs or nothing (rs.models.layers.REMATS, REMAT_POLICIES). Same numbers, less memory.
-  remat: str = 'none'
+  # outputs or nothing (rs.models.layers.REMATS, REMAT_POLICIES), or 'auto' (block on CPU,
+  # none elsewhere). Same numbers, less memory.
+  remat: str = 'auto'
   remat_policy: str = 'convolutions'
 
   # What rs.models.architecture reads: fields that change the parameters' names or shapes

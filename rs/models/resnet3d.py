@@ -68,7 +68,7 @@ class ResNet3D(nn.Module):
   explicit_padding: bool = False
   conv_lowering: str = 'auto'
   padding: str = 'same'  # 'same' (Keras, the public 3D code) | 'fixed' (TF1, the 2D network)
-  remat: str = 'none'  # as rs.models.resnet.ResNet's
+  remat: str = 'auto'  # as rs.models.resnet.ResNet's
   remat_policy: str = 'convolutions'
 
   input_rank = 5  # (batch, time, height, width, channels)

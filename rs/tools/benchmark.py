@@ -48,6 +48,7 @@ from ml_collections import config_flags
 from rs import cli, memory, models, optim, programs, sharding, step as step_lib, validate
 from rs.errors import UserError
 from rs.models import DTYPES, MODELS, architecture, registry
+from rs.models import layers
 from rs.models.layers import REMATS
 from rs.tools import summary
 
@@ -139,6 +140,8 @@ class RsContender:
     shape = (*([config.data.frames] if config.data.get('frames') else []), size, size, 3)
     schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size, 0, 10_000, 100)
     training = programs.build_training(config, self.mesh, num_classes, shape, schedule)
+    # The remat the step runs with ('auto' resolved; 'none' for a network without it).
+    self.remat = layers.resolve_remat(getattr(training.model, 'remat', 'none'))
     rng = np.random.default_rng(seed)
     self.batch = sharding.to_global({
         'image': rng.integers(0, 256, (config.batch_size, *shape), np.uint8),
@@ -339,7 +342,7 @@ def run(config, compare: tuple[str, ...] = (), timm_modes: tuple[str, ...] = TIM
         results[-1]['params'] = contender.params
       else:
         results[-1]['devices'] = rs_modes[mode][1].size
-        results[-1]['remat'] = rs_modes[mode][0].model.get('remat') or 'none'
+        results[-1]['remat'] = contender.remat
     results += _ratios(results, kind, common)
   return results
 
@@ -424,7 +427,7 @@ def define_flags():
                     'CPU the process gets as many devices as the largest count.')
   flags.DEFINE_bool('linear_probe', False, 'Also time a train step that trains only the '
                     'classifier (frozen backbone and BN statistics), beside full training.')
-  flags.DEFINE_list('remat', [], 'model.remat settings (none, block, stage) to time side by '
+  flags.DEFINE_list('remat', [], 'model.remat settings (none, block, stage, auto) to time side by '
                     'side, one rs contender each, with their memory (XLA); default: the '
                     "config's.")
   flags.DEFINE_bool('json', False, 'Print one JSON object per measurement.')
