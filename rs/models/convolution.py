@@ -16,16 +16,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from rs.models import by_backend
+
 LOWERINGS = ('auto', 'native', 'matmul', 'pointwise')
 
 
 def resolve(lowering: str) -> str:
   """'auto' is 'pointwise' on CPU and 'native' on accelerators."""
-  if lowering not in LOWERINGS:
-    raise ValueError(f'model.conv_lowering={lowering!r}: use one of {LOWERINGS}')
-  if lowering == 'auto':
-    return 'pointwise' if jax.default_backend() == 'cpu' else 'native'
-  return lowering
+  return by_backend.resolve('model.conv_lowering', lowering, LOWERINGS, 'pointwise', 'native')
 
 
 def _pads(padding, shape, kernel, strides):

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rs.models import convolution
+from rs.models import by_backend, convolution
 
 ModuleDef = Callable[..., nn.Module]
 
@@ -316,11 +316,7 @@ REMAT_POLICIES = {'convolutions': jax.checkpoint_policies.dots_saveable,
 
 def resolve_remat(remat: str) -> str:
   """The remat a network runs with: 'auto' is 'block' on a CPU and 'none' elsewhere."""
-  if remat not in REMATS:
-    raise ValueError(f'model.remat={remat!r}: use one of {REMATS}')
-  if remat == 'auto':
-    return 'block' if jax.default_backend() == 'cpu' else 'none'
-  return remat
+  return by_backend.resolve('model.remat', remat, REMATS, 'block', 'none')
 
 
 def check_remat(network) -> None:
