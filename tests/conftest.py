@@ -15,8 +15,9 @@ FAST_COMPILE_XLA_FLAGS = ('--xla_backend_optimization_level=0 '
 # A step over several CPU devices meets at each collective, where XLA:CPU aborts after 40 s by
 # default; under the full suite (8 devices per process, the other worker's commands and torch on
 # the same 2 cores) a thread can wait that long. rs's commands wait longer (rs.sharding), and so
-# do the tests, in this process and in every command they start (it aborted an EfficientNet run
-# in its evaluation once, 2026-12-04).
+# do the tests, in this process and in every command they start. (The EfficientNet test's abort
+# in its evaluation under the full suite was not a slow collective but a deadlock of concurrent
+# programs, which no timeout cures: rs.sharding.one_program_at_a_time.)
 PATIENT_COLLECTIVES_XLA_FLAGS = ('--xla_cpu_collective_call_warn_stuck_timeout_seconds=120 '
                                  '--xla_cpu_collective_call_terminate_timeout_seconds=600')
 os.environ['XLA_FLAGS'] = (f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_XLA_FLAGS} "
