@@ -12,7 +12,6 @@ GPU the native form is kept until issue 5's benchmark says otherwise.
 """
 import functools
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
