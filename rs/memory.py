@@ -20,41 +20,48 @@ def step_bytes(compiled) -> int | None:
           + m.temp_size_in_bytes + m.generated_code_size_in_bytes)
 
 
+# A container's memory cgroup (v2, then v1): its limit, its use, and in its statistics the file
+# cache it can drop under pressure, which its use counts but which is not held.
+CGROUPS = (('/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory.current',
+            '/sys/fs/cgroup/memory.stat', 'inactive_file'),
+           ('/sys/fs/cgroup/memory/memory.limit_in_bytes',
+            '/sys/fs/cgroup/memory/memory.usage_in_bytes',
+            '/sys/fs/cgroup/memory/memory.stat', 'total_inactive_file'))
+
+
+def _read_int(path: str, key: str | None = None) -> int | None:
+  """The number a kernel file holds, or (given `key`) the first number on its line starting
+  with `key`; None if absent or not a number ('max')."""
+  try:
+    with open(path) as f:
+      lines = [line.split() for line in f]
+  except OSError:
+    return None
+  if key is None:
+    fields = lines[0] if lines else []
+  else:
+    fields = next((line[1:] for line in lines if line and line[0] == key), [])
+  return int(fields[0]) if fields and fields[0].isdigit() else None
+
+
 def host_memory_bytes() -> int:
-  """The memory this process's host gives it: the physical memory, or the container's limit
+  """The memory this process's host gives it: the physical memory, or a container's limit
   (cgroup v2 or v1) where that is lower."""
   total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-  for path in ('/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes'):
-    try:
-      with open(path) as f:
-        value = f.read().strip()
-    except OSError:
-      continue
-    if value.isdigit():  # 'max': no limit
-      total = min(total, int(value))
-  return total
+  limits = [_read_int(limit_path) for limit_path, *_ in CGROUPS]
+  return min([total, *(limit for limit in limits if limit is not None)])
 
 
 def available_host_bytes() -> int:
   """The memory the host can still give this process: the kernel's MemAvailable (free memory
-  and the caches it can drop), or what is left under the container's limit where that is less."""
-  available = host_memory_bytes()
-  try:
-    with open('/proc/meminfo') as f:
-      line = next(line for line in f if line.startswith('MemAvailable:'))
-    available = int(line.split()[1]) * 1024  # kB
-  except (OSError, StopIteration):
-    pass
-  for limit_path, usage_path in (('/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory.current'),
-                                 ('/sys/fs/cgroup/memory/memory.limit_in_bytes',
-                                  '/sys/fs/cgroup/memory/memory.usage_in_bytes')):
-    try:
-      with open(limit_path) as f, open(usage_path) as g:
-        limit, usage = f.read().strip(), g.read().strip()
-    except OSError:
-      continue
-    if limit.isdigit() and usage.isdigit():  # 'max': no limit
-      available = min(available, max(int(limit) - int(usage), 0))
+  and the caches it can drop), or what is left under a container's limit where that is less."""
+  available = _read_int('/proc/meminfo', 'MemAvailable:')
+  available = host_memory_bytes() if available is None else available * 1024  # kB
+  for limit_path, usage_path, stat_path, cache_key in CGROUPS:
+    limit, usage = _read_int(limit_path), _read_int(usage_path)
+    if limit is not None and usage is not None:
+      held = usage - (_read_int(stat_path, cache_key) or 0)
+      available = min(available, max(limit - held, 0))
   return available
 
 
@@ -126,7 +133,7 @@ def remat_advice(model) -> str:
   from rs.models import layers  # the networks (Flax): only where a model is given
   if model is None or not hasattr(model, 'remat'):
     return ''
-  if layers.resolve_remat(model.remat) == 'none':
+  if layers.remat_of(model) == 'none':
     return 'set --config.model.remat=block (recompute in the backward pass)'
   if model.remat_policy != 'nothing':
     return 'set --config.model.remat_policy=nothing (recompute the convolutions too)'

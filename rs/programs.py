@@ -91,8 +91,7 @@ def train_compiler_options(model) -> dict[str, str] | None:
   activation and save nothing (a 16-layer chain: the same 47 dots and 256 MiB of temporaries
   with and without remat; with the pass off, 62 dots and 136 MiB). Accelerators keep the
   barriers. None elsewhere (the program is XLA's default)."""
-  if (jax.default_backend() != 'cpu'
-      or layers.resolve_remat(getattr(model, 'remat', 'none')) == 'none'):
+  if jax.default_backend() != 'cpu' or layers.remat_of(model) == 'none':
     return None
   return {'xla_disable_hlo_passes': CPU_BARRIER_EXPANDER}
 

@@ -115,12 +115,18 @@ def test_a_cpu_device_holds_its_share_of_what_the_host_has_left():
     total = int(next(line for line in f if line.startswith('MemTotal:')).split()[1]) * 1024
   host = memory.host_memory_bytes()
   assert 0 < host <= total
-  before = memory.available_host_bytes()
-  assert 0 < before <= host
-  held = np.ones(2 * memory.GIB, np.uint8)  # 2 GiB, written, so resident
-  after = memory.available_host_bytes()
-  assert 1.0 * memory.GIB < before - after < 3.0 * memory.GIB
-  del held
+  # 2 GiB written (so resident) leave ~2 GiB less. The other test worker's memory moves too,
+  # so the drop is looked for in up to three tries.
+  drops = []
+  for _ in range(3):
+    before = memory.available_host_bytes()
+    assert 0 < before <= host
+    held = np.ones(2 * memory.GIB, np.uint8)
+    drops.append((before - memory.available_host_bytes()) / memory.GIB)
+    del held
+    if 1.0 < drops[-1] < 3.0:
+      break
+  assert 1.0 < drops[-1] < 3.0, drops
   cpu = jax.devices('cpu')[0]
   share = memory.device_limit(cpu, sharing=8, held=memory.GIB)
   expected = memory.GIB + memory.available_host_bytes() * memory.CPU_STEP_SHARE / 8
@@ -132,6 +138,23 @@ def test_a_cpu_device_holds_its_share_of_what_the_host_has_left():
     assert os.environ['XLA_FLAGS'].split() == [
         '--xla_cpu_collective_call_terminate_timeout_seconds=5',
         '--xla_cpu_collective_call_warn_stuck_timeout_seconds=120']
+
+
+def test_a_containers_limit_counts_its_use_but_not_the_cache_it_can_drop(tmp_path, monkeypatch):
+  """In a container (memory cgroup) of 8 GiB using 6 GiB, 1 GiB of it file cache the kernel can
+  drop: the host gives 8 GiB and has 3 GiB left; without a limit ('max') only the machine
+  counts."""
+  limit, usage, stat = (tmp_path / name for name in ('memory.max', 'memory.current', 'memory.stat'))
+  limit.write_text(f'{8 * memory.GIB}\n')
+  usage.write_text(f'{6 * memory.GIB}\n')
+  stat.write_text(f'anon {5 * memory.GIB}\ninactive_file {memory.GIB}\nactive_file 0\n')
+  monkeypatch.setattr(memory, 'CGROUPS', ((str(limit), str(usage), str(stat), 'inactive_file'),))
+  machine = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  assert memory.host_memory_bytes() == min(machine, 8 * memory.GIB)
+  assert memory.available_host_bytes() == 3 * memory.GIB  # the machine has more left
+  limit.write_text('max\n')
+  assert memory.host_memory_bytes() == machine
+  assert memory.available_host_bytes() > 0
 
 
 def test_an_in_memory_dataset_that_cannot_be_held_at_the_image_size_is_one_line(tmp_path):

@@ -306,7 +306,7 @@ class Bottleneck(nn.Module):
 # outputs of every convolution (and matmul), so only BN, activations, SE and pooling are
 # recomputed (cheap elementwise work); 'nothing' only the checkpoint's input, so the backward
 # pass runs the forward again (about a third more compute, the most memory saved). 'auto' is
-# 'block' on a CPU, where it is faster as well as smaller (RS-50@160 training 1.34x none,
+# 'block' on a CPU, where it is faster as well as smaller (RS-50@160 training 1.20-1.34x none,
 # RS-350@256 1.74x: the recomputed element-wise work fuses into the backward pass instead of
 # activations going to memory and back; docs/performance.md), and 'none' on accelerators.
 REMATS = ('auto', 'none', 'block', 'stage')
@@ -317,6 +317,12 @@ REMAT_POLICIES = {'convolutions': jax.checkpoint_policies.dots_saveable,
 def resolve_remat(remat: str) -> str:
   """The remat a network runs with: 'auto' is 'block' on a CPU and 'none' elsewhere."""
   return by_backend.resolve('model.remat', remat, REMATS, 'block', 'none')
+
+
+def remat_of(network) -> str:
+  """The remat `network` runs with: its 'auto' resolved, 'none' for a family without remat
+  (EfficientNet)."""
+  return resolve_remat(getattr(network, 'remat', 'none'))
 
 
 def check_remat(network) -> None:

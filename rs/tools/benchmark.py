@@ -140,8 +140,7 @@ class RsContender:
     shape = (*([config.data.frames] if config.data.get('frames') else []), size, size, 3)
     schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size, 0, 10_000, 100)
     training = programs.build_training(config, self.mesh, num_classes, shape, schedule)
-    # The remat the step runs with ('auto' resolved; 'none' for a network without it).
-    self.remat = layers.resolve_remat(getattr(training.model, 'remat', 'none'))
+    self.remat = layers.remat_of(training.model)
     rng = np.random.default_rng(seed)
     self.batch = sharding.to_global({
         'image': rng.integers(0, 256, (config.batch_size, *shape), np.uint8),
